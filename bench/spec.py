@@ -1,0 +1,322 @@
+"""The suite schema: one YAML file describes one table or figure of a paper.
+
+A suite names the paper, its cells (one model configuration = one cell of the paper's table), the training
+protocol, seeds, resources, named profiles that override the protocol, and claims over cells. `load_suite`
+validates everything up front so that a bad file fails before anything is scheduled.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench import BenchError
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+# Metrics a cell or claim may name. `iters_to:<metric><=<thr>` is derived from the curves by the report.
+METRICS = (
+    "train_error", "test_error", "best_test_error", "test_top5_error", "val_error",
+    "train_loss", "test_loss", "test_accuracy",
+)
+_ITERS_TO = re.compile(r"^iters_to:(train_error|test_error|train_loss|val_error)<=([0-9.]+)$")
+
+
+class SpecError(BenchError):
+    exit_code = 2
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_metric(m: str) -> str:
+    if m in METRICS or _ITERS_TO.match(m):
+        return m
+    raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(METRICS)} or 'iters_to:train_error<=0.3'")
+
+
+class Paper(_Strict):
+    citation: str
+    ref: str                                   # "Table 6", "Figure 1"
+    dataset: str                               # the dataset the paper's numbers are on
+    arxiv: str | None = None
+    note: str | None = None
+
+
+class PaperValue(_Strict):
+    value: float
+    metric: str = "test_error"
+    unit: Literal["percent", "fraction"] = "percent"
+    stat: Literal["single", "mean", "median", "best"] = "single"
+    note: str | None = None
+
+    _m = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
+
+
+class Cell(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    model: str
+    kwargs: dict[str, Any] = {}
+    row: str
+    col: str = ""
+    paper: PaperValue | None = None
+    # Per-cell protocol overrides (deep-merged), e.g. ResNet-110's lr warm-up.
+    protocol: dict[str, Any] = {}
+    method: Literal["supervised", "fitnet"] = "supervised"
+    teacher: str | None = None                 # cell id whose trial must finish first (FitNet students)
+
+
+class Optimizer(_Strict):
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    nesterov: bool = False
+
+
+class Warmup(_Strict):
+    lr: float = Field(gt=0)
+    iterations: int = Field(gt=0)              # fixed length (ResNet-110: 400 its, "until train error < 80%")
+
+
+class Schedule(_Strict):
+    kind: Literal["multistep", "constant", "cosine"] = "multistep"
+    unit: Literal["iterations", "epochs", "fraction"] = "iterations"
+    milestones: list[float] = []
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup: Warmup | None = None
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted(cls, v: list[float]) -> list[float]:
+        if v != sorted(v) or any(m <= 0 for m in v):
+            raise ValueError("milestones must be positive and increasing")
+        return v
+
+
+class Augment(_Strict):
+    crop_pad: int = Field(4, ge=0)
+    flip: bool = True
+
+
+class Distill(_Strict):
+    """FitNets' two stages: hint regression, then knowledge distillation."""
+    hint_epochs: float = Field(1, ge=0)
+    temperature: float = Field(3.0, gt=0)
+    lambda_start: float = Field(4.0, ge=0)     # weight on the soft (teacher) term, annealed linearly
+    lambda_end: float = Field(1.0, ge=0)
+
+
+class Protocol(_Strict):
+    optimizer: Optimizer = Optimizer()
+    batch_size: int = Field(128, gt=0)
+    iterations: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    schedule: Schedule = Schedule()
+    augment: Augment = Augment()
+    val_split: int = Field(0, ge=0)            # images held out of train for validation
+    train_subset: int | None = Field(None, gt=0)  # train on a seeded subset (Highway 3/4: 40K of 50K)
+    test_subset: int | None = Field(None, gt=0)
+    eval_every: int = Field(1, gt=0)           # epochs between test evaluations
+    dropout: float | None = None
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    distill: Distill | None = None
+
+    @model_validator(mode="after")
+    def _length(self) -> Protocol:
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError("give exactly one of 'iterations' or 'epochs'")
+        if self.schedule.unit == "iterations" and self.iterations is None and self.schedule.milestones:
+            raise ValueError("schedule.unit 'iterations' needs 'iterations' (or use unit 'fraction')")
+        return self
+
+
+class Resources(_Strict):
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
+
+
+class SearchParam(_Strict):
+    dist: Literal["loguniform", "uniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+
+class Search(_Strict):
+    """A random search per cell (Highway Fig. 1: each curve is the best of a search)."""
+    num_samples: int = Field(gt=0)
+    metric: str = "train_loss"
+    mode: Literal["min", "max"] = "min"
+    space: dict[str, SearchParam]               # dotted protocol paths: "optimizer.lr", "model.gate_bias"
+
+
+class Claim(_Strict):
+    id: str
+    text: str
+    metric: str
+    lhs: list[str]
+    op: Literal["<", ">", "<=", ">=", "~="]
+    rhs: list[str]
+    margin: float = Field(0.0, ge=0)            # absolute, in the metric's fraction units
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+    @field_validator("lhs", "rhs", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    _m = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
+
+
+class Layout(_Strict):
+    rows: str = "model"                         # heading of the row labels
+    cols: str = ""                              # heading over the column labels
+    metric: str = "test_error"                  # what the table cells show
+    stat: Literal["mean", "median"] = "mean"
+    figure: Literal["none", "train_curves", "train_test_curves", "loss_curves"] = "train_curves"
+
+    _m = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
+
+
+class Profile(_Strict):
+    description: str = ""
+    dataset: str | None = None
+    seeds: list[int] | int | None = None
+    protocol: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
+    cells: list[str] | None = None              # restrict to these cell ids
+    search: dict[str, Any] | None = None
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    title: str
+    paper: Paper
+    dataset: str
+    layout: Layout = Layout()
+    cells: list[Cell] = Field(min_length=1)
+    protocol: Protocol
+    seeds: list[int] = [0]
+    resources: Resources = Resources()
+    search: Search | None = None
+    claims: list[Claim] = []
+    profiles: dict[str, Profile] = {}
+    # Where each protocol setting comes from in the paper; shown by `bench plan`.
+    sources: dict[str, str] = {}
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        return list(range(v)) if isinstance(v, int) else v
+
+    @model_validator(mode="after")
+    def _refs(self) -> Suite:
+        ids = [c.id for c in self.cells]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate cell ids: {', '.join(sorted(dup))}")
+        known = set(ids)
+        for c in self.cells:
+            if c.teacher is not None and c.teacher not in known:
+                raise ValueError(f"cell {c.id!r}: teacher {c.teacher!r} is not a cell of this suite")
+            if c.method == "fitnet" and c.teacher is None:
+                raise ValueError(f"cell {c.id!r}: method 'fitnet' needs a teacher")
+        for cl in self.claims:
+            for ref in cl.lhs + cl.rhs:
+                if ref not in known:
+                    raise ValueError(f"claim {cl.id!r}: unknown cell {ref!r}")
+        for pname, p in self.profiles.items():
+            for ref in p.cells or []:
+                if ref not in known:
+                    raise ValueError(f"profile {pname!r}: unknown cell {ref!r}")
+        return self
+
+    def cell(self, cid: str) -> Cell:
+        return next(c for c in self.cells if c.id == cid)
+
+    def profile_names(self) -> list[str]:
+        return ["paper", *[p for p in self.profiles if p != "paper"]]
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _format_error(path: str, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+    msg = e["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return SUITES_DIR / f"{name_or_path}.yaml"
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    path = resolve_path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(q.stem for q in SUITES_DIR.glob("*.yaml")))
+        raise SpecError(f"{path}: no such suite file (known suites: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: <root>: expected a mapping, got {type(raw).__name__}")
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format_error(str(path), e)) from None
+    # Validate every profile and every cell override now, so a typo in 'smoke' fails before 'paper' runs.
+    for pname in suite.profile_names():
+        for c in suite.cells:
+            try:
+                resolve_protocol(suite, pname, c)
+            except ValidationError as e:
+                raise SpecError(_format_error(f"{path}: profile {pname}: cell {c.id}", e)) from None
+    return suite
+
+
+def get_profile(suite: Suite, profile: str) -> Profile:
+    if profile == "paper":
+        return suite.profiles.get("paper", Profile())
+    if profile not in suite.profiles:
+        raise SpecError(f"suite {suite.name}: unknown profile {profile!r} (have: {', '.join(suite.profile_names())})")
+    return suite.profiles[profile]
+
+
+def resolve_protocol(suite: Suite, profile: str, cell: Cell) -> Protocol:
+    """Suite protocol <- cell overrides <- profile overrides (the profile wins: `smoke` must stay short)."""
+    p = get_profile(suite, profile)
+    base = suite.protocol.model_dump()
+    merged = deep_merge(deep_merge(base, cell.protocol), p.protocol)
+    # A profile that switches epochs<->iterations must drop the other length key.
+    if "epochs" in p.protocol and "iterations" not in p.protocol:
+        merged["iterations"] = None
+    if "iterations" in p.protocol and "epochs" not in p.protocol:
+        merged["epochs"] = None
+    return Protocol.model_validate(merged)
+
+
+def list_suites() -> list[Path]:
+    return sorted(SUITES_DIR.glob("*.yaml"))

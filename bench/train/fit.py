@@ -1,0 +1,180 @@
+"""One trial = one model, one Lightning Trainer, data resident on the trial's device.
+
+Importable without Ray and MLflow: the scheduling and tracking layers pass in sinks (callables that receive
+one metrics record per epoch), so this file can be benchmarked on any box with torch and lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+
+from bench import BenchError
+from bench.data import Dataset
+from bench.data.loader import DeviceLoader
+from bench.spec import Protocol
+from bench.train.module import Classifier, EpochReporter, FitNetStudent, Sink
+from bench.train.schedule import total_steps as _total_steps
+
+
+@dataclass
+class TrialResult:
+    final: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+    device: str = "cpu"
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(want_gpu: bool) -> torch.device:
+    if want_gpu and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.device):
+    """Train loader plus named eval loaders. Subsets and the validation split are seeded by the trial seed."""
+    if proto.train_subset is not None:
+        if proto.train_subset > len(data.train_y):
+            raise BenchError(f"train_subset {proto.train_subset} exceeds the {len(data.train_y)} training images")
+        data = data.subset_train(proto.train_subset, seed=seed)
+    evals: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if proto.val_split:
+        data, val = data.split(proto.val_split, seed=seed)
+        evals["val"] = val
+    tx, ty = data.test_x, data.test_y
+    if proto.test_subset is not None and proto.test_subset < len(ty):
+        tx, ty = tx[:proto.test_subset], ty[:proto.test_subset]
+    evals = {"test": (tx, ty), **evals}
+    common = dict(mean=data.mean, std=data.std, device=device)
+    a = proto.augment
+    train = DeviceLoader(data.train_x, data.train_y, batch_size=proto.batch_size, train=True, crop_pad=a.crop_pad,
+                         flip=a.flip, drop_last=len(data.train_y) >= proto.batch_size, seed=seed, **common)
+    eval_loaders = {k: DeviceLoader(x, y, batch_size=max(proto.batch_size, 500), train=False, **common)
+                    for k, (x, y) in evals.items()}
+    return data, train, eval_loaders
+
+
+def build_model(name: str, kwargs: dict[str, Any], data: Dataset, proto: Protocol):
+    from bench import models
+
+    kw = dict(kwargs)
+    if proto.dropout is not None:
+        kw["dropout"] = proto.dropout
+    return models.create(name, num_classes=data.num_classes, in_channels=data.in_channels,
+                         image_size=data.image_size, **kw)
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), threads: int | None = None,
+              want_gpu: bool = False, workdir: Path | None = None, teacher_state: dict | None = None,
+              save_checkpoint: bool = False) -> TrialResult:
+    """Train one trial (a Trial.to_dict()) to the end of its protocol and return its final metrics."""
+    quiet_lightning()
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    proto = Protocol.model_validate(trial["protocol"])
+    seed = int(trial["seed"])
+    seed_all(seed)
+    dev = pick_device(want_gpu)
+    data, train_loader, eval_loaders = build_loaders(data, proto, seed, dev)
+    steps_per_epoch = len(train_loader)
+    n_steps = _total_steps(proto, steps_per_epoch)
+    model = build_model(trial["model"], trial["model_kwargs"], data, proto)
+    names = tuple(eval_loaders)
+    if trial.get("method", "supervised") == "fitnet":
+        if teacher_state is None:
+            raise BenchError(f"trial {trial['cell']}: a FitNet student needs its teacher's checkpoint")
+        from bench.models.fitnet import HintRegressor
+
+        teacher = build_model(teacher_state["model"], teacher_state["model_kwargs"], data, proto)
+        teacher.load_state_dict(teacher_state["state_dict"])
+        d = proto.distill
+        hint_steps = int(round((d.hint_epochs if d else 0) * steps_per_epoch))
+        module = FitNetStudent(model, proto, steps_per_epoch, names, data.num_classes, teacher,
+                               HintRegressor(model.hint_shape, teacher.hint_shape), hint_steps, n_steps)
+    else:
+        module = Classifier(model, proto, steps_per_epoch, names, data.num_classes)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    reporter = EpochReporter(list(sinks), n_steps, proto.batch_size, sync)
+    trainer = L.Trainer(
+        accelerator="gpu" if dev.type == "cuda" else "cpu", devices=[dev.index] if dev.type == "cuda" else 1,
+        max_steps=n_steps, max_epochs=-1, precision=proto.precision, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=proto.eval_every, callbacks=[reporter],
+        default_root_dir=str(workdir) if workdir else None,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()))
+    wall = time.perf_counter() - t0
+    if not reporter.history:
+        raise BenchError(f"trial {trial['cell']}: training produced no epoch (steps={n_steps})")
+    # The last epoch may have stopped at max_steps before its evaluation: evaluate once more so that the
+    # final test error always describes the final weights.
+    last = reporter.history[-1]
+    if "test_error" not in last:
+        trainer.validate(module, dataloaders=list(eval_loaders.values()), verbose=False)
+        last.update(module.results)
+        module.results = {}
+        evals = {k: v for k, v in last.items() if k.startswith(("test_", "val_"))}
+        for sink in sinks:
+            sink(evals, last["step"])
+    final = {k: v for k, v in last.items() if k != "step"}
+    tests = [h["test_error"] for h in reporter.history if "test_error" in h]
+    final.update(best_test_error=min(tests), wall_time_s=wall, train_time_s=reporter.train_time,
+                 params=float(sum(p.numel() for p in model.parameters())),
+                 images_per_sec=_mean_ips(reporter.history))
+    ckpt = None
+    if save_checkpoint:
+        ckpt = Path(workdir or ".") / "model.pt"
+        torch.save({"model": trial["model"], "model_kwargs": trial["model_kwargs"],
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, ckpt)
+    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev))
+
+
+def _mean_ips(history: list[dict]) -> float:
+    # The first epoch pays warm-up (allocator, cudnn autotune); report the steady state when there is one.
+    vals = [h["images_per_sec"] for h in history]
+    return float(np.mean(vals[1:] if len(vals) > 1 else vals))
+
+
+def history_csv(history: list[dict]) -> str:
+    keys = sorted({k for h in history for k in h}, key=lambda k: (k not in ("step", "epoch"), k))
+    lines = [",".join(keys)]
+    for h in history:
+        lines.append(",".join("" if h.get(k) is None else (f"{h[k]:.6g}" if isinstance(h[k], float) else str(h[k]))
+                              for k in keys))
+    return "\n".join(lines) + "\n"
+
+
+def env_threads() -> int | None:
+    v = os.environ.get("BENCH_THREADS")
+    return int(v) if v else None
+

@@ -1,0 +1,163 @@
+"""`bench run`: suite -> trials -> (skip finished) -> MLflow runs -> Ray Tune waves.
+
+Everything that can fail on bad input (spec, models, dataset, cluster, store) is checked before the first
+MLflow run is created, so a bad invocation leaves no half-written state.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import track
+from bench.run.trials import Trial, expand, waves
+from bench.spec import SpecError, Suite, load_suite
+
+TERMINAL = {"FINISHED", "FAILED", "KILLED"}
+
+
+@dataclass
+class Summary:
+    suite: str
+    profile: str
+    dataset: str
+    uri: str
+    total: int
+    skipped: int
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    parent_run: str | None = None
+    wall_s: float = 0.0
+
+
+def check_models(suite: Suite, trials: list[Trial]) -> None:
+    """Build every distinct model on the meta device: unknown names and bad kwargs fail here, not in a worker."""
+    import torch
+
+    from bench import models
+
+    seen = set()
+    for t in trials:
+        key = (t.model, repr(sorted(t.model_kwargs.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with torch.device("meta"):
+                models.create(t.model, **t.model_kwargs)
+        except models.UnknownModelError as e:
+            raise SpecError(f"{suite.name}: cell {t.cell}: {e}") from None
+        except (TypeError, ValueError, models.ModelConfigError) as e:
+            raise SpecError(f"{suite.name}: cell {t.cell}: model {t.model}: {e}") from None
+
+
+def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bool, console: Console) -> list[Trial]:
+    gpus = cluster.get("GPU", 0)
+    cpus = cluster.get("CPU", 0)
+    out = []
+    for t in trials:
+        r = dict(t.resources)
+        if r.get("gpus", 0) > 0 and gpus == 0:
+            if not embedded:
+                from bench.run.ray_exec import ClusterError
+
+                raise ClusterError(
+                    f"trial {t.name} asks for {r['gpus']} GPU but the cluster has none; "
+                    "it would wait forever (use a CPU profile or add GPU nodes)")
+            r["gpus"] = 0
+        r["cpus"] = min(r.get("cpus", 1), cpus) if cpus else r.get("cpus", 1)
+        out.append(Trial(**{**t.to_dict(), "resources": r}))
+    dropped = sum(1 for a, b in zip(trials, out) if a.resources.get("gpus", 0) != b.resources.get("gpus", 0))
+    if dropped:
+        console.print(f"note: no GPU in the local Ray runtime; {dropped} trial(s) that asked for a GPU run on CPU")
+    return out
+
+
+def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
+              cells: list[str] | None = None, address: str | None = None, tracking_uri: str | None = None,
+              data_root: str | None = None, state_dir: Path | None = None, console: Console | None = None,
+              num_cpus: int | None = None, argv: list[str] | None = None) -> Summary:
+    from bench import data as bdata
+    from bench.run import ray_exec, worker
+    from bench.run.progress import Progress
+
+    console = console or Console()
+    t_start = time.time()
+    suite = load_suite(suite_ref)
+    trials = expand(suite, profile, dataset, seeds, cells)
+    check_models(suite, trials)
+    ds_name = trials[0].dataset
+    ds = bdata.load(ds_name, root=data_root)
+    uri = track.normalize_uri(tracking_uri or track.default_tracking_uri())
+    state = (state_dir or Path(".bench")).resolve()
+    summary = Summary(suite.name, profile, ds_name, uri, total=len(trials), skipped=0)
+
+    cluster = ray_exec.connect(address, num_cpus=num_cpus)
+    trials = check_resources(trials, cluster, embedded=address is None, console=console)
+    exp = track.ensure_experiment(uri, suite.name)
+    done = track.finished_trials(uri, exp)
+    todo = [t for t in trials if t.config_hash not in done]
+    summary.skipped = len(trials) - len(todo)
+    console.print(f"suite {suite.name}: {len(trials)} trials (profile {profile}, dataset {ds_name}, "
+                  f"seeds {sorted({t.seed for t in trials})}); tracking {uri}")
+    if summary.skipped:
+        console.print(f"skipping {summary.skipped} trial(s) already FINISHED with the same config hash")
+    if not todo:
+        console.print("nothing to run")
+        summary.wall_s = time.time() - t_start
+        return summary
+
+    parent = track.start_parent(uri, exp, suite=suite.name, profile=profile, dataset=ds_name,
+                                argv=argv or sys.argv, n_trials=len(todo), n_skipped=summary.skipped)
+    summary.parent_run = parent
+    run_of = {t.config_hash: track.create_trial_run(uri, exp, parent, t) for t in todo}
+    teachers = {t.teacher for t in trials if t.teacher}
+    names = {run_of[t.config_hash]: t.name for t in todo}
+    status: dict[str, str] = {}
+    try:
+        with Progress(console, names) as prog:
+            for i, wave in enumerate(waves(todo)):
+                configs = []
+                for t in wave:
+                    rid = run_of[t.config_hash]
+                    teacher_run = None
+                    if t.teacher:
+                        teacher_run = done.get(t.teacher) or run_of.get(t.teacher)
+                        if teacher_run is None or (t.teacher in run_of and status.get(run_of[t.teacher]) != "FINISHED"):
+                            msg = "teacher trial did not finish"
+                            track.end_run(uri, rid, "FAILED", msg)
+                            status[rid] = "FAILED"
+                            summary.failed[t.name] = msg
+                            prog.set_status(rid, "failed")
+                            continue
+                    configs.append({"trial": t.to_dict(), "uri": uri, "run_id": rid, "teacher_run": teacher_run,
+                                    "save_checkpoint": t.config_hash in teachers})
+                if not configs:
+                    continue
+                outcomes = ray_exec.run_wave(
+                    worker.trainable, configs, data=ds, storage=state / "ray_results",
+                    name=f"{suite.name}-{profile}-{parent[:8]}-w{i}", on_event=prog.event,
+                    resources=lambda c: {"cpu": c["cfg"]["trial"]["resources"].get("cpus", 1),
+                                         "gpu": c["cfg"]["trial"]["resources"].get("gpus", 0)})
+                for rid, o in outcomes.items():
+                    st = track.run_status(uri, rid)
+                    if st not in TERMINAL:  # the worker died before it could say so
+                        track.end_run(uri, rid, o.status, o.error)
+                        st = o.status
+                    status[rid] = st
+                    name = names[rid]
+                    if st == "FINISHED":
+                        summary.finished.append(name)
+                    else:
+                        summary.failed[name] = o.error or st
+    finally:
+        for rid in run_of.values():
+            if rid not in status and track.run_status(uri, rid) not in TERMINAL:
+                track.end_run(uri, rid, "KILLED", "interrupted before the trial finished")
+        track.end_run(uri, parent, "FINISHED" if not summary.failed and len(status) == len(run_of) else "FAILED")
+    summary.wall_s = time.time() - t_start
+    return summary

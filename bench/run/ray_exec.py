@@ -1,0 +1,120 @@
+"""Every Ray import lives here (Ray's API has moved before: run_experiments -> tune.run -> Tuner).
+
+Trials run as Ray Tune trials: `Tuner` + `tune.with_resources` for per-trial CPUs/GPUs, `tune.with_parameters`
+to put the dataset in the object store once, and a grid over the trial list.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import tune
+
+from bench import BenchError
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+class ClusterError(BenchError):
+    pass
+
+
+@dataclass
+class Outcome:
+    status: str            # FINISHED | FAILED
+    error: str | None = None
+    final: dict | None = None
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
+    """Start an embedded local Ray (this machine's CPUs and GPUs) or join a cluster. Returns its resources."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    try:
+        if address:
+            # Ship the package to the cluster: nodes need bench's code, not this checkout.
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                     runtime_env={"py_modules": [str(REPO / "bench")]})
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+    except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ClusterError(f"cannot reach Ray cluster at {address or 'local'}: {msg}") from None
+    return ray.cluster_resources()
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class _Progress(tune.Callback):
+    """Forwards Tune's trial events to the driver's progress display."""
+
+    def __init__(self, on_event: Callable[[str, str, dict], None]):
+        self.on_event = on_event
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.on_event("start", trial.config["run_id"], {})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.on_event("result", trial.config["run_id"], result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.on_event("complete", trial.config["run_id"], trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_event("error", trial.config["run_id"], {})
+
+
+def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: Callable[[dict], dict],
+             data: Any, storage: Path, name: str, on_event: Callable[[str, str, dict], None],
+             max_concurrent: int = 0) -> dict[str, Outcome]:
+    """Run one wave of independent trials; returns run_id -> outcome. A failing trial does not stop the rest."""
+    fn = tune.with_resources(tune.with_parameters(trainable, data=data), resources=resources)
+    tuner = tune.Tuner(
+        fn,
+        param_space={"cfg": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+                                    trial_dirname_creator=lambda t: f"{t.config['cfg']['trial']['cell']}"
+                                                                    f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}"),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                  callbacks=[_Progress(lambda ev, rid, res: on_event(ev, rid, res))],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    grid = tuner.fit()
+    out: dict[str, Outcome] = {}
+    for r in grid:
+        rid = r.config["cfg"]["run_id"]
+        if r.error is not None:
+            out[rid] = Outcome("FAILED", _short_error(r.error))
+        else:
+            out[rid] = Outcome("FINISHED", final=r.metrics)
+    return out
+
+
+def _short_error(e: BaseException) -> str:
+    """The root cause's last line: Ray wraps worker exceptions in several layers of traceback."""
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ":" in ln and not ln.startswith(" "):
+            return ln.strip()[:500]
+    return (lines[-1] if lines else type(e).__name__)[:500]
+
+
+def report(metrics: dict[str, Any]) -> None:
+    tune.report(metrics)
+
+
+def gpu_available_here() -> bool:
+    return bool(ray.get_gpu_ids())
+

@@ -1,0 +1,61 @@
+"""The per-trial Ray Tune trainable: fetch the teacher if any, train, stream epochs to MLflow and Tune."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+
+from bench import track
+from bench.run import ray_exec
+from bench.train.fit import history_csv, run_trial
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
+
+
+def trainable(config: dict[str, Any], data=None) -> None:
+    cfg = config["cfg"]
+    trial, uri = cfg["trial"], cfg["uri"]
+    tracker = track.TrialTracker(uri, cfg["run_id"])
+    try:
+        tracker.set_tags({"host": platform.node(), "torch": torch.__version__, "lightning": lightning.__version__})
+        work = Path(tempfile.mkdtemp(prefix=f"bench-{trial['cell']}-"))
+        teacher_state = None
+        if cfg.get("teacher_run"):
+            path = track.download_artifact(uri, cfg["teacher_run"], f"{CHECKPOINT_DIR}/model.pt", work / "teacher")
+            teacher_state = torch.load(path, map_location="cpu", weights_only=True)
+            tracker.set_tags({"teacher_run": cfg["teacher_run"]})
+
+        def to_mlflow(rec: dict, step: int) -> None:
+            tracker.log_metrics(rec, step)
+
+        def to_tune(rec: dict, step: int) -> None:
+            ray_exec.report({**rec, "step": step})
+
+        res = run_trial(trial, data, sinks=[to_mlflow, to_tune], threads=trial["resources"].get("cpus", 1),
+                        want_gpu=trial["resources"].get("gpus", 0) > 0, workdir=work, teacher_state=teacher_state,
+                        save_checkpoint=cfg.get("save_checkpoint", False))
+        tracker.set_tags({"device": res.device})
+        last_step = res.history[-1]["step"]
+        f = res.final
+        tracker.log_metrics({"best_test_error": f["best_test_error"], "wall_time_s": f["wall_time_s"],
+                             "train_time_s": f["train_time_s"], "params": f["params"],
+                             "mean_images_per_sec": f["images_per_sec"]}, last_step)
+        (work / "curve.csv").write_text(history_csv(res.history))
+        tracker.log_artifact(work / "curve.csv")
+        if res.checkpoint is not None:
+            tracker.log_artifact(res.checkpoint, CHECKPOINT_DIR)
+        tracker.finish("FINISHED")
+    except BaseException as e:
+        tracker.set_tags({"error": one_line(e)})
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise

@@ -1,0 +1,246 @@
+"""report.md and report.html from one ReportData. Both carry the same evidence; the HTML embeds the plot."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from bench.report.claims import METHOD
+from bench.report.tables import display_grid, fmt_num, fmt_seconds, layout_axes, unit_label
+from bench.spec import Suite
+
+FILES = {
+    "report.md": "this report",
+    "report.html": "this report with the plot embedded",
+    "table.csv": "the paper-layout table, one numeric column per field",
+    "runs.parquet": "one row per run used: tags, metrics, params",
+    "curves.png": "training curves",
+}
+
+
+@dataclass
+class ReportData:
+    suite: Suite
+    profile: str
+    dataset: str
+    uri: str
+    stats: pd.DataFrame                  # cell_stats
+    claims: list[dict]
+    summary: dict                        # summarize_runs
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # selection notes: runs left out and why
+    generated: str = ""
+
+    @property
+    def ours_label(self) -> str:
+        return f"ours ({self.dataset}, {self.profile})"
+
+    @property
+    def paper_label(self) -> str:
+        return f"paper ({self.suite.paper.dataset})"
+
+    @property
+    def missing(self) -> list[str]:
+        return [r.cell for r in self.stats.itertuples() if r.n == 0]
+
+    def short_seeds(self) -> list[str]:
+        """Cells with fewer runs than the best-covered cell."""
+        top = int(self.stats["n"].max()) if len(self.stats) else 0
+        return [f"{r.cell} ({r.n}/{top})" for r in self.stats.itertuples() if 0 < r.n < top]
+
+
+def _metric_words(metric: str) -> str:
+    u = unit_label(metric)
+    name = metric if metric.startswith("iters_to:") else metric.replace("_", " ")
+    return name + (f" ({u})" if u else "")
+
+
+def _stat_words(stat: str) -> str:
+    return "median [min–max] (n) over seeds" if stat == "median" else "mean ± sd (n) over seeds"
+
+
+def _paper_line(s: Suite) -> str:
+    arxiv = f", arXiv:{s.paper.arxiv}" if s.paper.arxiv else ""
+    return f"{s.paper.citation}, {s.paper.ref}{arxiv}; the paper's numbers are on {s.paper.dataset}"
+
+
+def _evidence(d: ReportData) -> list[tuple[str, str]]:
+    s = d.summary
+    prof = d.suite.profiles.get(d.profile)
+    prof_desc = f" — {prof.description}" if prof and prof.description else ""
+    wall = (f"{fmt_seconds(s['wall_total_s'])} total; per trial {fmt_seconds(s['wall_mean_s'])} mean "
+            f"({fmt_seconds(s['wall_min_s'])}–{fmt_seconds(s['wall_max_s'])})")
+    return [
+        ("paper", _paper_line(d.suite)),
+        ("runs", f"{s['n_runs']} finished trial runs on {d.dataset}, profile {d.profile}{prof_desc}"),
+        ("seeds", ", ".join(map(str, s["seeds"])) or "—"),
+        ("device(s)", "; ".join(s["devices"]) or "unknown"),
+        ("host(s)", ", ".join(s["hosts"]) or "unknown"),
+        ("torch / lightning", f"{', '.join(s['torch']) or 'unknown'} / {', '.join(s['lightning']) or 'unknown'}"),
+        ("git commit(s)", ", ".join(s["git_commits"]) or "unknown"),
+        ("wall time", wall),
+        ("run period", f"{s['first_start']} → {s['last_end']}"),
+        ("tracking store", d.uri),
+    ]
+
+
+def _table_caption(d: ReportData) -> str:
+    lay = d.suite.layout
+    return (f"{_metric_words(lay.metric)}. {d.ours_label}: {_stat_words(lay.stat)}. {d.paper_label}: the paper's "
+            f"value. Δ = ours − paper" + (" in percent points." if unit_label(lay.metric) == "%" else "."))
+
+
+def _paper_footnotes(d: ReportData) -> list[str]:
+    out = []
+    for r in d.stats.itertuples():
+        if isinstance(r.paper_note, str) and r.paper_note:
+            out.append(f"{r.cell}: {r.paper_note}")
+    words = {"single": "a single run", "mean": "a mean over runs", "median": "a median over runs",
+             "best": "the best run"}
+    stats = sorted({words[r.paper_stat] for r in d.stats.itertuples() if isinstance(r.paper_stat, str)})
+    if stats:
+        out.insert(0, f"each paper value is {' or '.join(stats)}, as the paper reports it")
+    return out
+
+
+def _claim_row(c: dict) -> list[str]:
+    k = 100.0 if unit_label(c["metric"]) == "%" else 1.0
+    p = "—" if c["p_value"] is None or math.isnan(c["p_value"]) else f"{c['p_value']:.3g}"
+    lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, c['metric'])} (n={c['n_lhs']})"
+    rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, c['metric'])} (n={c['n_rhs']})"
+    return [c["id"], c["text"], _metric_words(c["metric"]), f"{lhs} {c['op']} {rhs}", p, c["verdict"].upper()]
+
+
+CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "p", "verdict"]
+
+
+# ---- markdown -------------------------------------------------------------------------------------------------------
+
+def _md_escape(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def render_markdown(d: ReportData) -> str:
+    s = d.suite
+    L = [f"# {s.title}", ""]
+    for w in d.warnings:
+        L += [f"> **WARNING:** {w}", ""]
+    L += _md_table(["", ""], [[k, v] for k, v in _evidence(d)]) + [""]
+
+    L += [f"## {s.paper.ref}: paper vs ours", "", _table_caption(d), ""]
+    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label)
+    L += _md_table(header, body) + [""]
+    if s.layout.cols:
+        L += [f"Columns: {s.layout.cols}.", ""]
+    if d.missing:
+        L += [f"**Missing** (no finished runs, shown as —): {', '.join(d.missing)}", ""]
+    if d.short_seeds():
+        L += [f"Fewer seeds than other cells: {', '.join(d.short_seeds())}", ""]
+    for n in _paper_footnotes(d):
+        L += [f"- {n}"]
+    L += [""]
+
+    L += ["## Claims", ""]
+    if d.claims:
+        L += [f"Judged on our {d.dataset} runs (profile {d.profile}).", ""]
+        L += _md_table(CLAIM_HEADER, [_claim_row(c) for c in d.claims]) + [""]
+        L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}" for c in d.claims] + [""]
+        L += [f"Method: {METHOD}", ""]
+    else:
+        L += ["The suite states no claims.", ""]
+
+    L += ["## Curves", "", "![training curves](curves.png)", ""]
+    if d.notes:
+        L += ["## Runs left out", ""] + [f"- {n}" for n in d.notes] + [""]
+    unit = unit_label(s.layout.metric)
+    L += ["## Files", ""] + [f"- `{f}`: {w}" for f, w in FILES.items()]
+    L += [f"- table.csv units: {unit or 'raw values'}; fields per column: n, mean, sd, median, min, max, paper, delta",
+          "", f"Generated by `bench report` {d.generated}.", ""]
+    return "\n".join(L)
+
+
+# ---- html -----------------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+table.kv td{text-align:left}
+.warn{background:#fde8e8;border:2px solid #c0392b;color:#7b1d13;padding:.8em 1em;font-weight:600;margin:1em 0}
+.holds{color:#1e7b34;font-weight:600}.fails{color:#b03a2e;font-weight:600}.inconclusive{color:#8a6d00}
+.missing{color:#b03a2e} .small{font-size:13px;color:#555}
+"""
+
+
+def _h(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _html_grid(d: ReportData) -> str:
+    s = d.suite
+    _, cols = layout_axes(s)
+    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label)
+    sub = header[1:4]
+    top = [f"<th rowspan=2>{_h(header[0])}</th>"]
+    for c in cols:
+        top.append(f"<th colspan=3>{_h(c or s.layout.metric)}</th>")
+    sub_cells = "".join(f"<th>{_h(x.split(': ', 1)[-1])}</th>" for x in sub) * len(cols)
+    rows = []
+    for r in body:
+        tds = [f"<td>{_h(r[0])}</td>"] + [
+            "<td class=missing>—</td>" if v == "—" and i % 3 == 0 else f"<td>{_h(v)}</td>"
+            for i, v in enumerate(r[1:])]
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return (f"<table><thead><tr>{''.join(top)}</tr><tr>{sub_cells}</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def render_html(d: ReportData, png: bytes | None) -> str:
+    s = d.suite
+    B = [f"<!doctype html><html><head><meta charset=utf-8><title>{_h(s.title)}</title><style>{_CSS}</style>"
+         f"</head><body><h1>{_h(s.title)}</h1>"]
+    B += [f"<div class=warn>WARNING: {_h(w)}</div>" for w in d.warnings]
+    B.append("<table class=kv>" + "".join(f"<tr><td><b>{_h(k)}</b></td><td>{_h(v)}</td></tr>"
+                                          for k, v in _evidence(d)) + "</table>")
+    B.append(f"<h2>{_h(s.paper.ref)}: paper vs ours</h2><p class=small>{_h(_table_caption(d))}</p>")
+    B.append(_html_grid(d))
+    if d.missing:
+        B.append(f"<p class=missing><b>Missing</b> (no finished runs): {_h(', '.join(d.missing))}</p>")
+    if d.short_seeds():
+        B.append(f"<p>Fewer seeds than other cells: {_h(', '.join(d.short_seeds()))}</p>")
+    notes = _paper_footnotes(d)
+    if notes:
+        B.append("<ul class=small>" + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")
+
+    B.append("<h2>Claims</h2>")
+    if d.claims:
+        B.append(f"<p>Judged on our {_h(d.dataset)} runs (profile {_h(d.profile)}).</p><table><thead><tr>"
+                 + "".join(f"<th>{_h(h)}</th>" for h in CLAIM_HEADER) + "</tr></thead><tbody>")
+        for c in d.claims:
+            cells = _claim_row(c)
+            B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-1])
+                     + f"<td class={c['verdict']}>{_h(cells[-1])}</td></tr>")
+        B.append("</tbody></table><ul class=small>"
+                 + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}</li>" for c in d.claims) + "</ul>")
+        B.append(f"<p class=small>Method: {_h(METHOD)}</p>")
+    else:
+        B.append("<p>The suite states no claims.</p>")
+
+    B.append("<h2>Curves</h2>")
+    if png:
+        B.append(f"<img alt='training curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    if d.notes:
+        B.append("<h2>Runs left out</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in d.notes) + "</ul>")
+    B.append(f"<p class=small>Generated by bench report {_h(d.generated)}.</p></body></html>")
+    return "\n".join(B)

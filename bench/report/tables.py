@@ -1,0 +1,351 @@
+"""Runs -> numbers: which runs count, each run's value of a metric, per-cell statistics, the paper-layout table.
+
+Pure pandas: everything here takes search_runs-shaped DataFrames (metrics.*, params.*, tags.*) and the long curves
+table of `bench.track.load_curves` (run_id, metric, step, value), so it is tested without MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from bench.spec import Cell, Suite
+
+TAG = "tags.bench."
+ITERS_TO = re.compile(r"^iters_to:(\w+)<=([0-9.]+)$")
+STAT_FIELDS = ("n", "mean", "sd", "median", "min", "max", "paper", "delta")
+
+
+# ---- metrics and units ------------------------------------------------------------------------------------------
+
+def is_percent(metric: str) -> bool:
+    """Errors and accuracies are fractions in MLflow and percent in papers; losses and iteration counts are neither."""
+    return not metric.startswith("iters_to:") and (metric.endswith("_error") or metric.endswith("_accuracy"))
+
+
+def scale(metric: str) -> float:
+    return 100.0 if is_percent(metric) else 1.0
+
+
+def unit_label(metric: str) -> str:
+    if is_percent(metric):
+        return "%"
+    return "iterations" if metric.startswith("iters_to:") else ""
+
+
+def curve_metrics(metric: str) -> tuple[str, ...]:
+    """Curves a metric needs (iters_to is derived from one)."""
+    m = ITERS_TO.match(metric)
+    return (m.group(1),) if m else ()
+
+
+def iters_to(curves: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
+    """Per run: the first step whose value is <= threshold.
+
+    A run that never gets there is censored: its value is its last step + 1, a lower bound of the truth.
+    Returns DataFrame[run_id -> value, censored].
+    """
+    if curves is None or curves.empty:
+        return pd.DataFrame({"value": pd.Series(dtype=float), "censored": pd.Series(dtype=bool)})
+    c = curves[curves["metric"] == metric].sort_values(["run_id", "step"])
+    out = {}
+    for rid, g in c.groupby("run_id", sort=False):
+        hit = g.loc[g["value"] <= threshold, "step"]
+        out[rid] = (float(hit.iloc[0]), False) if len(hit) else (float(g["step"].max()) + 1, True)
+    df = pd.DataFrame.from_dict(out, orient="index", columns=["value", "censored"])
+    df.index.name = "run_id"
+    return df
+
+
+def metric_values(runs: pd.DataFrame, metric: str, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run (same index as `runs`): value (fraction units for errors), censored (iters_to only)."""
+    out = pd.DataFrame(index=runs.index)
+    out["censored"] = False
+    m = ITERS_TO.match(metric)
+    if m:
+        it = iters_to(curves, m.group(1), float(m.group(2)))
+        rid = runs["run_id"] if "run_id" in runs else pd.Series(index=runs.index, dtype=object)
+        out["value"] = rid.map(it["value"]).astype(float)
+        out["censored"] = rid.map(it["censored"]).eq(True)  # unmatched runs map to NaN: not censored
+    elif f"metrics.{metric}" in runs:
+        out["value"] = pd.to_numeric(runs[f"metrics.{metric}"], errors="coerce")
+    elif metric.endswith("_accuracy") and f"metrics.{metric[:-9]}_error" in runs:
+        # The trainer logs errors; accuracy is their complement (Highway reports accuracy).
+        out["value"] = 1.0 - pd.to_numeric(runs[f"metrics.{metric[:-9]}_error"], errors="coerce")
+    else:
+        out["value"] = np.nan
+    return out
+
+
+def paper_fraction(cell: Cell, metric: str) -> float:
+    """The paper's number for `cell` in the table's metric, in fraction units (NaN when not comparable)."""
+    pv = cell.paper
+    if pv is None:
+        return math.nan
+    v = pv.value / 100.0 if (pv.unit == "percent" and is_percent(pv.metric)) else pv.value
+    if pv.metric == metric:
+        return v
+    # error <-> accuracy of the same split are complements; anything else is not comparable.
+    a, b = sorted([pv.metric, metric])
+    if a.endswith("_accuracy") and b.endswith("_error") and a[:-9] == b[:-6]:
+        return 1.0 - v
+    return math.nan
+
+
+# ---- which runs count ---------------------------------------------------------------------------------------------
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def matching(runs: pd.DataFrame, profile: str, dataset: str, config_hashes: set[str] | None = None) -> pd.DataFrame:
+    """Trial runs of this profile and dataset, any status. A run whose config hash is one of this profile's trials
+    also matches: the runner reuses finished trials across profile names (the hash leaves the profile out)."""
+    if runs.empty:
+        return runs
+    ok = (_col(runs, f"{TAG}profile") == profile) & (_col(runs, f"{TAG}dataset") == dataset)
+    if config_hashes:
+        ok |= _col(runs, f"{TAG}config_hash").isin(config_hashes)
+    kind = _col(runs, f"{TAG}kind")
+    return runs[ok & (kind.isna() | (kind == "trial"))]
+
+
+def cell_of(runs: pd.DataFrame) -> pd.Series:
+    return runs["cell"] if "cell" in runs else _col(runs, f"{TAG}cell")
+
+
+def _newest_first(df: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in ("start_time", "end_time") if k in df]
+    return df.sort_values(keys, ascending=False, kind="stable", na_position="last") if keys else df
+
+
+def select_runs(runs: pd.DataFrame, profile: str, dataset: str, cells: list[str] | None = None,
+                config_hashes: set[str] | None = None, best_of: tuple[str, str] | None = None) -> pd.DataFrame:
+    """The runs a report uses: FINISHED, of this profile and dataset, the newest per (cell, seed).
+
+    With `best_of=(metric, 'min'|'max')` (a suite with a random search: one config per sample), the newest run of
+    each config competes and the best one per (cell, seed) is kept, as the paper keeps the best of its search.
+    Adds `cell` and `seed` (int) columns; sorted by cell (in `cells` order when given), then seed.
+    """
+    df = matching(runs, profile, dataset, config_hashes)
+    if df.empty or "status" not in df:
+        return _empty_selection(runs)
+    df = df[df["status"] == "FINISHED"].copy()
+    df["cell"] = _col(df, f"{TAG}cell")
+    df["seed"] = pd.to_numeric(_col(df, f"{TAG}seed"), errors="coerce").astype("Int64")
+    if cells is not None:
+        df = df[df["cell"].isin(cells)]
+    df = _newest_first(df)
+    if best_of:
+        metric, mode = best_of
+        df = df.drop_duplicates(["cell", "seed", f"{TAG}config_hash"] if f"{TAG}config_hash" in df else None)
+        v = metric_values(df, metric)["value"]
+        # Stable sort: among equal values the newest run stays first.
+        df = df.loc[v.sort_values(ascending=mode == "min", na_position="last", kind="stable").index]
+    df = df.drop_duplicates(["cell", "seed"], keep="first")
+    order = {c: i for i, c in enumerate(cells or sorted(df["cell"].dropna().unique()))}
+    df = df.assign(_o=df["cell"].map(order)).sort_values(["_o", "seed"]).drop(columns="_o")
+    return df.reset_index(drop=True)
+
+
+def _empty_selection(runs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(columns=[*runs.columns, "cell", "seed"])
+
+
+def exclusions(runs: pd.DataFrame, selected: pd.DataFrame, profile: str, dataset: str, cells: list[str],
+               config_hashes: set[str] | None = None) -> list[str]:
+    """Why matching runs were left out, one line per reason."""
+    df = matching(runs, profile, dataset, config_hashes)
+    if df.empty:
+        return []
+    notes = []
+    status = _col(df, "status")
+    for st, n in status[status != "FINISHED"].value_counts().items():
+        notes.append(f"{n} {st} run(s) not counted")
+    fin = df[status == "FINISHED"]
+    stray = fin[~_col(fin, f"{TAG}cell").isin(cells)]
+    if len(stray):
+        names = ", ".join(sorted(set(_col(stray, f"{TAG}cell").dropna().astype(str))))
+        notes.append(f"{len(stray)} finished run(s) of cells no longer in the suite ignored: {names}")
+    superseded = len(fin) - len(stray) - len(selected)
+    if superseded > 0:
+        notes.append(f"{superseded} other finished run(s) of the same cell and seed not used: the report keeps the "
+                     f"newest (for a search, the best sample)")
+    return notes
+
+
+# ---- statistics per cell and the paper table -----------------------------------------------------------------------
+
+def cell_stats(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None = None,
+               metric: str | None = None) -> pd.DataFrame:
+    """One row per suite cell, in suite order. Numbers are in display units (percent for errors)."""
+    metric = metric or suite.layout.metric
+    k = scale(metric)
+    vals = metric_values(runs, metric, curves) if len(runs) else pd.DataFrame(columns=["value", "censored"])
+    rows = []
+    for c in suite.cells:
+        v = vals[(cell_of(runs) == c.id).to_numpy()] if len(vals) else vals
+        v = v[v["value"].notna()]
+        x = v["value"].to_numpy(dtype=float) * k
+        n = len(x)
+        center_mean = float(np.mean(x)) if n else math.nan
+        median = float(np.median(x)) if n else math.nan
+        paper = paper_fraction(c, metric) * k
+        center = median if suite.layout.stat == "median" else center_mean
+        rows.append({
+            "cell": c.id, "row": c.row, "col": c.col, "n": n, "mean": center_mean,
+            "sd": float(np.std(x, ddof=1)) if n >= 2 else math.nan, "median": median,
+            "min": float(np.min(x)) if n else math.nan, "max": float(np.max(x)) if n else math.nan,
+            "censored": int(v["censored"].sum()), "paper": paper, "delta": center - paper,
+            "paper_stat": c.paper.stat if c.paper else None, "paper_note": c.paper.note if c.paper else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def layout_axes(suite: Suite) -> tuple[list[str], list[str]]:
+    rows, cols = [], []
+    for c in suite.cells:
+        if c.row not in rows:
+            rows.append(c.row)
+        if c.col not in cols:
+            cols.append(c.col)
+    return rows, cols
+
+
+def column_name(col: str, field: str) -> str:
+    return f"{col} {field}" if col else field
+
+
+def paper_table(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None = None,
+                stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's rows and columns; per paper column the fields n, mean, sd, median, min, max, paper, delta.
+
+    Index: the paper's row labels. Columns: '<col> <field>' (just '<field>' for one-column tables).
+    Units as the paper prints them (percent for errors). An empty grid position stays NaN.
+    """
+    stats = cell_stats(suite, runs, curves) if stats is None else stats
+    rows, cols = layout_axes(suite)
+    table = pd.DataFrame(index=pd.Index(rows, name=suite.layout.rows or "row"),
+                         columns=[column_name(c, f) for c in cols for f in STAT_FIELDS], dtype=float)
+    for r in stats.itertuples(index=False):
+        for f in STAT_FIELDS:
+            name = column_name(r.col, f)
+            if pd.isna(table.at[r.row, name]):  # two cells on one grid position: the first one wins
+                table.at[r.row, name] = getattr(r, f)
+    for c in cols:
+        table[column_name(c, "n")] = table[column_name(c, "n")].astype("Int64")
+    table.attrs.update(metric=suite.layout.metric, unit=unit_label(suite.layout.metric), stat=suite.layout.stat)
+    return table
+
+
+# ---- formatting ---------------------------------------------------------------------------------------------------
+
+def fmt_num(x: float, metric: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if metric.startswith("iters_to:"):
+        return f"{x:,.0f}"
+    if is_percent(metric):
+        return f"{x:.2f}"
+    return f"{x:.4g}"
+
+
+def fmt_cell(s: pd.Series | dict, metric: str, stat: str) -> str:
+    """'7.12 ± 0.15 (3)' or '7.12 [6.90–7.30] (5)'; '—' when there are no runs."""
+    n = int(s["n"])
+    if n == 0:
+        return "—"
+    cens = f", {int(s['censored'])} censored" if s.get("censored", 0) else ""
+    if stat == "median":
+        return f"{fmt_num(s['median'], metric)} [{fmt_num(s['min'], metric)}–{fmt_num(s['max'], metric)}] ({n}{cens})"
+    sd = f" ± {fmt_num(s['sd'], metric)}" if n >= 2 else ""
+    return f"{fmt_num(s['mean'], metric)}{sd} ({n}{cens})"
+
+
+def fmt_delta(x: float, metric: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return ("+" if x > 0 else "") + fmt_num(x, metric)
+
+
+def fmt_seconds(s: float) -> str:
+    if s is None or not math.isfinite(s):
+        return "—"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str,
+                 paper_label: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the human table: per paper column, ours / paper / Δ."""
+    metric, stat = suite.layout.metric, suite.layout.stat
+    rows, cols = layout_axes(suite)
+    unit = unit_label(metric)
+    d_unit = " (pp)" if unit == "%" else ""
+    header = [suite.layout.rows or "row"]
+    for c in cols:
+        pre = f"{c}: " if c else ""
+        header += [f"{pre}{ours_label}", f"{pre}{paper_label}", f"{pre}Δ{d_unit}"]
+    by_pos = {}
+    for r in stats.to_dict("records"):
+        by_pos.setdefault((r["row"], r["col"]), r)
+    body = []
+    for row in rows:
+        line = [row]
+        for c in cols:
+            r = by_pos.get((row, c))
+            if r is None:
+                line += ["", "", ""]
+                continue
+            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), fmt_delta(r["delta"], metric)]
+        body.append(line)
+    return header, body
+
+
+# ---- evidence about the runs ----------------------------------------------------------------------------------------
+
+def _uniq(s: pd.Series) -> list[str]:
+    return sorted({str(v) for v in s.dropna() if str(v) not in ("", "nan", "None")})
+
+
+def summarize_runs(runs: pd.DataFrame) -> dict:
+    """What a reader needs to trust the numbers: where and with what they were produced."""
+    wall = pd.to_numeric(_col(runs, "metrics.wall_time_s"), errors="coerce").dropna()
+    seeds = sorted({int(s) for s in runs["seed"].dropna()}) if "seed" in runs else []
+    counts = _col(runs, f"{TAG}device").fillna("unknown").value_counts()
+    return {
+        "n_runs": len(runs),
+        "seeds": seeds,
+        "devices": [f"{d} ×{n}" for d, n in counts.items()] if len(runs) else [],
+        "hosts": _uniq(_col(runs, f"{TAG}host")),
+        "torch": _uniq(_col(runs, f"{TAG}torch")),
+        "lightning": _uniq(_col(runs, f"{TAG}lightning")),
+        "git_commits": _uniq(_col(runs, f"{TAG}git_commit")),
+        "wall_total_s": float(wall.sum()) if len(wall) else math.nan,
+        "wall_mean_s": float(wall.mean()) if len(wall) else math.nan,
+        "wall_min_s": float(wall.min()) if len(wall) else math.nan,
+        "wall_max_s": float(wall.max()) if len(wall) else math.nan,
+        "first_start": _when(runs, "start_time", "min"),
+        "last_end": _when(runs, "end_time", "max"),
+    }
+
+
+def _when(runs: pd.DataFrame, col: str, how: str) -> str:
+    if col not in runs or not len(runs):
+        return "?"
+    t = pd.to_datetime(getattr(runs[col], how)(), utc=True)
+    return "?" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """'cifar10' == 'CIFAR-10'."""
+    def norm(s: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", s.lower())
+    return norm(a) == norm(b)

@@ -1,0 +1,277 @@
+"""The report layer: pure table/claim logic on DataFrames, then a full report from a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bench import BenchError
+from bench import track
+from bench.report import (ReportError, build_report, cell_stats, check_claims, iters_to, judge, paper_table,
+                          select_runs)
+from bench.run.trials import expand
+from bench.spec import load_suite
+
+SUITE_YAML = """
+name: tiny
+title: "Tiny degradation table"
+paper: {citation: "He et al. 2015", ref: "Table 9", dataset: cifar10, arxiv: "1512.03385"}
+dataset: cifar10
+layout: {rows: depth, cols: net, metric: test_error, stat: mean, figure: train_test_curves}
+protocol: {iterations: 500}
+seeds: 3
+profiles:
+  reduced: {dataset: fashion-mnist, description: "short runs on Fashion-MNIST"}
+cells:
+  - {id: P20, model: plain20, row: "20", col: plain, paper: {value: 9.0}}
+  - {id: R20, model: resnet20, row: "20", col: resnet, paper: {value: 8.75}}
+  - {id: P32, model: plain32, row: "32", col: plain, paper: {value: 10.0}}
+  - {id: R32, model: resnet32, row: "32", col: resnet, paper: {value: 7.51}}
+  - {id: R44, model: resnet44, row: "44", col: resnet, paper: {value: 7.17}}
+claims:
+  - {id: res_better, text: "ResNet-20 beats plain-20", metric: test_error, lhs: R20, op: "<", rhs: P20}
+  - {id: reversed, text: "plain-20 beats ResNet-20", metric: test_error, lhs: P20, op: "<", rhs: R20}
+  - {id: single, text: "ResNet-32 beats plain-20", metric: test_error, lhs: R32, op: "<", rhs: P20}
+  - {id: equiv, text: "ResNet-20 ~ ResNet-44", metric: test_error, lhs: R20, op: "~=", rhs: R44, margin: 0.03}
+  - {id: not_equiv, text: "ResNet-20 ~ plain-20", metric: test_error, lhs: R20, op: "~=", rhs: P20, margin: 0.01}
+  - {id: faster, text: "ResNet-20 trains faster", metric: "iters_to:train_error<=0.3", lhs: R20, op: "<", rhs: P20}
+"""
+
+STEPS = [100, 200, 300, 400, 500]
+# Final test errors (fractions) per (cell, seed) on the 'reduced' profile. P32 has no runs: missing.
+FINAL = {("R20", 0): 0.100, ("R20", 1): 0.110, ("R20", 2): 0.120,
+         ("P20", 0): 0.200, ("P20", 1): 0.210, ("P20", 2): 0.225,
+         ("R32", 0): 0.150,
+         ("R44", 0): 0.105, ("R44", 1): 0.110, ("R44", 2): 0.115}
+# Train-error curves: R20 crosses 0.3 at steps 100, 200, 200; P20 at 400 for seed 0 and never for seeds 1-2.
+TRAIN = {"R20": [[0.25, 0.2, 0.1, 0.05, 0.02], [0.5, 0.3, 0.2, 0.1, 0.05], [0.6, 0.28, 0.2, 0.1, 0.05]],
+         "P20": [[0.8, 0.6, 0.5, 0.3, 0.3], [0.8, 0.7, 0.6, 0.5, 0.4], [0.9, 0.7, 0.6, 0.5, 0.35]]}
+
+
+def _train_curve(cell: str, seed: int) -> list[float]:
+    return TRAIN.get(cell, [[0.9, 0.5, 0.2, 0.1, 0.05]] * 3)[seed]
+
+
+def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None):
+    rid = track.create_trial_run(uri, exp, parent, trial)
+    tr = track.TrialTracker(uri, rid)
+    tr.set_tags({"device": "cpu (2 threads)", "torch": "2.13.0", "lightning": "2.6.6", "host": "box"})
+    train = train or _train_curve(trial.cell, trial.seed)
+    for i, step in enumerate(STEPS):
+        test = final + 0.1 * (len(STEPS) - 1 - i)     # ends exactly at `final`
+        tr.log_metrics({"train_error": train[i], "test_error": test, "train_loss": 2 * train[i] + 0.01}, step)
+    tr.log_metrics({"wall_time_s": 12.0, "params": 1000}, STEPS[-1])
+    tr.finish(status)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    (tmp / "tiny.yaml").write_text(SUITE_YAML)
+    suite = load_suite(tmp / "tiny.yaml")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    exp = track.ensure_experiment(uri, suite.name)
+
+    # An older `bench run` on the paper's dataset: two seeds of R20 and P20.
+    paper = expand(suite, "paper", seeds=2, cells=["R20", "P20"])
+    pid = track.start_parent(uri, exp, suite=suite.name, profile="paper", dataset="cifar10", argv=[],
+                             n_trials=len(paper), n_skipped=0)
+    for t in paper:
+        _log_trial(uri, exp, pid, t, 0.07 if t.cell == "R20" else 0.09)
+    time.sleep(0.01)
+
+    # The newest `bench run`: the 'reduced' profile on fashion-mnist.
+    trials = {(t.cell, t.seed): t for t in expand(suite, "reduced")}
+    pid = track.start_parent(uri, exp, suite=suite.name, profile="reduced", dataset="fashion-mnist", argv=[],
+                             n_trials=len(trials), n_skipped=0)
+    # A re-run: the older finished run of (R20, 1) has a wrong value and must be superseded.
+    _log_trial(uri, exp, pid, trials[("R20", 1)], 0.5)
+    time.sleep(0.01)
+    for key, final in FINAL.items():
+        _log_trial(uri, exp, pid, trials[key], final)
+    time.sleep(0.01)
+    # The newest run of (R20, 0) failed: not counted.
+    _log_trial(uri, exp, pid, trials[("R20", 0)], 0.9, status="FAILED")
+    return suite, uri, tmp
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    suite, uri, tmp = store
+    return build_report(suite, uri, out_dir=tmp / "out")
+
+
+def test_table_layout_and_values(report):
+    t = report.table
+    assert list(t.index) == ["20", "32", "44"] and t.index.name == "depth"
+    assert t.loc["20", "resnet mean"] == pytest.approx(11.0)      # percent; FAILED and superseded runs left out
+    assert t.loc["20", "resnet sd"] == pytest.approx(1.0)
+    assert t.loc["20", "resnet n"] == 3
+    assert t.loc["20", "resnet paper"] == pytest.approx(8.75)
+    assert t.loc["20", "resnet delta"] == pytest.approx(11.0 - 8.75)
+    assert t.loc["20", "plain mean"] == pytest.approx(np.mean([20.0, 21.0, 22.5]))
+    assert t.loc["32", "resnet n"] == 1 and math.isnan(t.loc["32", "resnet sd"])
+    assert t.loc["32", "plain n"] == 0 and math.isnan(t.loc["32", "plain mean"])   # missing cell
+    assert pd.isna(t.loc["44", "plain n"])                                               # no cell at that position
+    md = report.markdown
+    assert "11.00 ± 1.00 (3)" in md and "+2.25" in md
+    assert "**Missing** (no finished runs, shown as —): P32" in md
+
+
+def test_claim_verdicts(report):
+    v = {c["id"]: c for c in report.claims}
+    assert v["res_better"]["verdict"] == "holds" and v["res_better"]["p_value"] < 0.05
+    assert v["reversed"]["verdict"] == "fails"
+    assert v["single"]["verdict"] == "inconclusive" and "n<2: no test possible" in v["single"]["detail"]
+    assert v["equiv"]["verdict"] == "holds"
+    assert v["not_equiv"]["verdict"] == "fails"
+    assert (v["res_better"]["n_lhs"], v["res_better"]["n_rhs"]) == (3, 3)
+    assert v["res_better"]["lhs_mean"] == pytest.approx(0.11)
+    for c in report.claims:
+        assert c["verdict"] != "holds" or c["p_value"] < 0.05
+
+
+def test_iters_to_from_curves(report):
+    c = next(c for c in report.claims if c["id"] == "faster")
+    assert c["lhs_mean"] == pytest.approx(np.mean([100, 200, 200]))
+    # P20 seeds 1 and 2 never reach 0.3: censored at last step + 1.
+    assert c["rhs_mean"] == pytest.approx(np.mean([400, 501, 501]))
+    assert "2 censored" in c["detail"]
+    assert c["verdict"] == "holds"
+
+
+def test_header_warning_and_files(report, store):
+    suite, uri, tmp = store
+    md = report.markdown
+    assert "WARNING" in md and "Runs are on fashion-mnist; the paper's numbers are on cifar10" in md
+    assert "ours (fashion-mnist, reduced)" in md
+    for s in ("He et al. 2015", "Table 9", "cpu (2 threads)", "2.13.0", "0, 1, 2", "Welch"):
+        assert s in md
+    names = sorted(p.name for p in report.files)
+    assert names == sorted(["report.md", "report.html", "table.csv", "runs.parquet", "curves.png"])
+    assert all(p.is_file() and p.stat().st_size > 0 for p in report.files)
+    assert not list(report.out_dir.glob(".report-*"))          # staging dir cleaned up
+    assert "data:image/png;base64," in (report.out_dir / "report.html").read_text()
+    runs = pq.read_table(report.out_dir / "runs.parquet").to_pandas()
+    assert len(runs) == 10 and set(runs["status"]) == {"FINISHED"}
+    assert runs.set_index(["tags.bench.cell", "tags.bench.seed"]).loc[("R20", "1"), "metrics.test_error"] == 0.11
+    csv = pd.read_csv(report.out_dir / "table.csv", index_col=0)
+    assert csv.loc[20, "resnet mean"] == pytest.approx(11.0)
+    assert "newest (for a search" in md and "FAILED" in md
+
+
+def test_paper_dataset_has_no_warning(store):
+    suite, uri, tmp = store
+    r = build_report(suite, uri, out_dir=tmp / "paper", profile="paper")
+    assert "WARNING" not in r.markdown and "ours (cifar10, paper)" in r.markdown
+    assert r.table.loc["20", "resnet mean"] == pytest.approx(7.0)
+    assert r.table.loc["20", "resnet n"] == 2
+
+
+def test_no_runs_is_a_report_error(store):
+    suite, uri, tmp = store
+    with pytest.raises(ReportError, match="no finished runs of suite tiny .*run 'bench run tiny' first"):
+        build_report(suite, uri, out_dir=tmp / "none", profile="reduced", dataset="cifar100")
+    other = suite.model_copy(update={"name": "absent"})
+    with pytest.raises(ReportError, match="no finished runs of suite absent"):
+        build_report(other, uri, out_dir=tmp / "none")
+    assert not (tmp / "none").exists()
+    assert issubclass(ReportError, BenchError)
+
+
+def test_crash_leaves_no_partial_report(store, monkeypatch):
+    suite, uri, tmp = store
+    import bench.report.build as build
+
+    def boom(*a, **k):
+        raise RuntimeError("plot failed")
+    monkeypatch.setattr(build, "plot_curves", boom)
+    with pytest.raises(RuntimeError):
+        build_report(suite, uri, out_dir=tmp / "crash")
+    assert list((tmp / "crash").iterdir()) == []
+
+
+# ---- pure functions ------------------------------------------------------------------------------------------------
+
+def _runs(rows):
+    return pd.DataFrame([{"run_id": f"r{i}", "status": st, "start_time": pd.Timestamp(1_700_000_000 + i, unit="s"),
+                          "tags.bench.profile": "p", "tags.bench.dataset": "d", "tags.bench.cell": c,
+                          "tags.bench.seed": str(s), "metrics.test_error": v}
+                         for i, (c, s, v, st) in enumerate(rows)])
+
+
+def test_select_runs_newest_finished():
+    df = _runs([("A", 0, 0.5, "FINISHED"), ("A", 0, 0.1, "FINISHED"), ("A", 0, 0.9, "FAILED"),
+                ("A", 1, 0.2, "RUNNING"), ("B", 0, 0.3, "FINISHED")])
+    sel = select_runs(df, "p", "d", cells=["A", "B"])
+    assert list(sel["run_id"]) == ["r1", "r4"]
+    assert select_runs(df, "p", "other").empty
+
+
+def test_judge_operators():
+    a, b = np.array([0.10, 0.11, 0.12]), np.array([0.20, 0.21, 0.22])
+    assert judge(a, b, "<", 0, 0.05)[0] == "holds"
+    assert judge(a, b, ">", 0, 0.05)[0] == "fails"
+    assert judge(a, b, ">=", 0.2, 0.05)[0] == "holds"        # a is no more than 0.2 worse... i.e. a >= b - 0.2
+    assert judge(a, b, "<=", 0, 0.05)[0] == "holds"
+    assert judge(a, a + 0.001, "~=", 0.0, 0.05)[0] != "holds"  # margin 0: equivalence can't be shown
+    assert judge(a[:1], b, "<", 0, 0.05) == ("inconclusive", judge(a[:1], b, "<", 0, 0.05)[1], "n<2: no test possible")
+    # Both sides constant: the exact rank test decides; 3 vs 3 can't reach p < 0.05.
+    v, p, test = judge(np.ones(3), np.full(3, 2.0), "<", 0, 0.05)
+    assert v == "inconclusive" and p == pytest.approx(0.05) and "Mann-Whitney" in test
+    assert judge(np.ones(5), np.full(5, 2.0), "<", 0, 0.05)[0] == "holds"
+
+
+def test_iters_to_censoring():
+    curves = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3, "metric": "train_error", "step": [10, 20, 30] * 2,
+                           "value": [0.5, 0.3, 0.1, 0.9, 0.8, 0.7]})
+    it = iters_to(curves, "train_error", 0.3)
+    assert it.loc["a", "value"] == 20 and not it.loc["a", "censored"]
+    assert it.loc["b", "value"] == 31 and it.loc["b", "censored"]
+
+
+def test_median_layout(store):
+    suite = store[0].model_copy(deep=True)
+    suite.layout.stat = "median"
+    df = _runs([("R20", s, v, "FINISHED") for s, v in enumerate([0.1, 0.3, 0.2])])
+    df["tags.bench.cell"] = "R20"
+    sel = select_runs(df, "p", "d", cells=[c.id for c in suite.cells])
+    st = cell_stats(suite, sel)
+    r = st.set_index("cell").loc["R20"]
+    assert (r["median"], r["min"], r["max"], r["delta"]) == pytest.approx((20.0, 10.0, 30.0, 20.0 - 8.75))
+    from bench.report.tables import fmt_cell
+    assert fmt_cell(r, "test_error", "median") == "20.00 [10.00–30.00] (3)"
+    assert paper_table(suite, sel).loc["20", "resnet n"] == 3
+    assert check_claims(suite, sel)[0]["verdict"] == "inconclusive"   # no P20 runs
+
+
+def test_search_keeps_best_sample():
+    df = _runs([("A", 0, 0.30, "FINISHED"), ("A", 0, 0.10, "FINISHED"), ("A", 0, 0.20, "FINISHED")])
+    df["tags.bench.config_hash"] = ["h1", "h2", "h3"]
+    assert select_runs(df, "p", "d", cells=["A"])["run_id"].tolist() == ["r2"]             # newest
+    assert select_runs(df, "p", "d", cells=["A"], best_of=("test_error", "min"))["run_id"].tolist() == ["r1"]
+
+
+def test_loss_plot_and_iters_to_table(store, tmp_path):
+    from bench.report import plot_curves
+    from bench.report.tables import fmt_cell
+    suite = store[0].model_copy(deep=True)
+    suite.layout.figure = "loss_curves"
+    suite.layout.metric = "iters_to:train_error<=0.3"
+    df = _runs([("P20", s, 0.2, "FINISHED") for s in range(2)])
+    df["tags.bench.cell"] = "P20"
+    sel = select_runs(df, "p", "d", cells=[c.id for c in suite.cells])
+    curves = pd.DataFrame({"run_id": ["r0"] * 2 + ["r1"] * 2, "metric": "train_error", "step": [10, 20] * 2,
+                           "value": [0.5, 0.2, 0.6, 0.4]})
+    curves = pd.concat([curves, curves.assign(metric="train_loss")])
+    r = cell_stats(suite, sel, curves).set_index("cell").loc["P20"]
+    assert (r["n"], r["mean"], r["censored"]) == (2, 20.5, 1)            # r1 never reaches 0.3: 20 + 1
+    assert fmt_cell(r, suite.layout.metric, "mean") == "20 ± 1 (2, 1 censored)"
+    out = plot_curves(suite, sel, curves, tmp_path / "c.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

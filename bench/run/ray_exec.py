@@ -62,17 +62,24 @@ class _Progress(tune.Callback):
     def __init__(self, on_event: Callable[[str, str, dict], None]):
         self.on_event = on_event
 
+    # Tune pickles its callbacks with the experiment state; the live display (locks, a terminal) stays behind.
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.on_event = lambda *a: None
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.on_event("start", trial.config["run_id"], {})
+        self.on_event("start", trial.config["cfg"]["run_id"], {})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.on_event("result", trial.config["run_id"], result)
+        self.on_event("result", trial.config["cfg"]["run_id"], result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.on_event("complete", trial.config["run_id"], trial.last_result or {})
+        self.on_event("complete", trial.config["cfg"]["run_id"], trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.on_event("error", trial.config["run_id"], {})
+        self.on_event("error", trial.config["cfg"]["run_id"], {})
 
 
 def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: Callable[[dict], dict],

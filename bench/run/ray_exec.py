@@ -7,6 +7,7 @@ to put the dataset in the object store once, and a grid over the trial list.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,10 +34,12 @@ class Outcome:
 def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
     """Start an embedded local Ray (this machine's CPUs and GPUs) or join a cluster. Returns its resources."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return ray.cluster_resources()
+    if address and address != "auto":
+        _probe(address)
     try:
         if address:
             # Ship the package to the cluster: nodes need bench's code, not this checkout.
@@ -49,6 +52,18 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cannot reach Ray cluster at {address or 'local'}: {msg}") from None
     return ray.cluster_resources()
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """ray.init retries an unreachable GCS for minutes; a plain TCP connect answers in seconds."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"bad Ray address {address!r}; expected HOST:PORT, ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"cannot reach Ray cluster at {address}: {e.strerror or e}") from None
 
 
 def shutdown() -> None:
@@ -90,7 +105,7 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
     tuner = tune.Tuner(
         fn,
         param_space={"cfg": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.config['cfg']['trial']['cell']}"
                                                                     f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,

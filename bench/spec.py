@@ -70,14 +70,23 @@ class Cell(_Strict):
     protocol: dict[str, Any] = {}
     method: Literal["supervised", "fitnet"] = "supervised"
     teacher: str | None = None                 # cell id whose trial must finish first (FitNet students)
+    resources: dict[str, float] = {}           # e.g. ResNet-1202 wants a whole GPU where its suite shares one
 
 
 class Optimizer(_Strict):
-    name: Literal["sgd"] = "sgd"
+    name: Literal["sgd", "rmsprop"] = "sgd"    # FitNets trained with RMSProp
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     nesterov: bool = False
+    alpha: float = Field(0.99, gt=0, lt=1)     # RMSProp smoothing
+    eps: float = Field(1e-8, gt=0)
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> Optimizer:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs SGD with momentum > 0")
+        return self
 
 
 class Warmup(_Strict):
@@ -86,7 +95,8 @@ class Warmup(_Strict):
 
 
 class Schedule(_Strict):
-    kind: Literal["multistep", "constant", "cosine"] = "multistep"
+    # exponential: lr * gamma ** (completed epochs), as Highway Fig. 1's per-epoch decay.
+    kind: Literal["multistep", "constant", "cosine", "exponential"] = "multistep"
     unit: Literal["iterations", "epochs", "fraction"] = "iterations"
     milestones: list[float] = []
     gamma: float = Field(0.1, gt=0, le=1)

@@ -109,7 +109,7 @@ def expand(suite: Suite, profile: str = "paper", dataset: str | None = None, see
                 teacher = by_key[(cell.teacher, seed)].config_hash
             t = Trial(suite=suite.name, cell=cell.id, seed=seed, profile=profile, dataset=ds, model=cell.model,
                       model_kwargs=dict(cell.kwargs), protocol=proto, method=cell.method, teacher=teacher,
-                      resources=res)
+                      resources=res | cell.resources | p.resources)
             by_key[(cell.id, seed)] = t
             out.append(t)
     return out

@@ -38,8 +38,13 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.protocol.optimizer
-        opt = torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                              nesterov=o.nesterov)
+        params = [p for p in self.parameters() if p.requires_grad]
+        if o.name == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
+                                      weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                  nesterov=o.nesterov)
         # LambdaLR multiplies the base lr; lr_at returns absolute values (the warm-up lr is not a multiple).
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_at(step, self.protocol, self.steps_per_epoch) / o.lr)

@@ -27,6 +27,8 @@ def lr_at(step: int, proto: Protocol, steps_per_epoch: int) -> float:
         return s.warmup.lr
     if s.kind == "constant":
         return base
+    if s.kind == "exponential":
+        return base * s.gamma ** (step // steps_per_epoch)
     if s.kind == "cosine":
         n = total_steps(proto, steps_per_epoch)
         return 0.5 * base * (1 + math.cos(math.pi * min(step, n) / n))

@@ -148,8 +148,10 @@ class Protocol(_Strict):
 
 
 class Resources(_Strict):
+    """Per trial. With workers > 1 a trial is data-parallel (Ray Train): cpus/gpus are then per worker."""
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
+    workers: int = Field(1, ge=1)
 
 
 class SearchParam(_Strict):

@@ -114,13 +114,13 @@ def test_table_layout_and_values(report):
     assert t.loc["20", "resnet sd"] == pytest.approx(1.0)
     assert t.loc["20", "resnet n"] == 3
     assert t.loc["20", "resnet paper"] == pytest.approx(8.75)
-    assert t.loc["20", "resnet delta"] == pytest.approx(11.0 - 8.75)
+    assert math.isnan(t.loc["20", "resnet delta"])   # fashion-mnist runs: no delta against a CIFAR number
     assert t.loc["20", "plain mean"] == pytest.approx(np.mean([20.0, 21.0, 22.5]))
     assert t.loc["32", "resnet n"] == 1 and math.isnan(t.loc["32", "resnet sd"])
     assert t.loc["32", "plain n"] == 0 and math.isnan(t.loc["32", "plain mean"])   # missing cell
     assert pd.isna(t.loc["44", "plain n"])                                               # no cell at that position
     md = report.markdown
-    assert "11.00 ± 1.00 (3)" in md and "+2.25" in md
+    assert "11.00 ± 1.00 (3)" in md and "+2.25" not in md and "Δ is not computed" in md
     assert "**Missing** (no finished runs, shown as —): P32" in md
 
 
@@ -172,6 +172,8 @@ def test_paper_dataset_has_no_warning(store):
     assert "WARNING" not in r.markdown and "ours (cifar10, paper)" in r.markdown
     assert r.table.loc["20", "resnet mean"] == pytest.approx(7.0)
     assert r.table.loc["20", "resnet n"] == 2
+    assert r.table.loc["20", "resnet delta"] == pytest.approx(7.0 - 8.75)   # same dataset: Δ is meaningful
+    assert "-1.75" in r.markdown and "Δ is not computed" not in r.markdown
 
 
 def test_no_runs_is_a_report_error(store):

@@ -124,6 +124,8 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
     curves = track.load_curves(uri, used["run_id"].tolist(), metrics=tuple(sorted(wanted)))
 
     stats = cell_stats(suite, used, curves)
+    if not same_dataset(dataset, suite.paper.dataset):
+        stats["delta"] = float("nan")  # ours on another dataset minus the paper's is not a quantity
     table = paper_table(suite, used, curves, stats=stats)
     claims = check_claims(suite, used, curves)
     warn = dataset_warning(suite, dataset)

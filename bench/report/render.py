@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bench.report.claims import METHOD
-from bench.report.tables import display_grid, fmt_num, fmt_seconds, layout_axes, unit_label
+from bench.report.tables import display_grid, same_dataset, fmt_num, fmt_seconds, layout_axes, unit_label
 from bench.spec import Suite
 
 FILES = {
@@ -42,6 +42,11 @@ class ReportData:
     @property
     def paper_label(self) -> str:
         return f"paper ({self.suite.paper.dataset})"
+
+    @property
+    def comparable(self) -> bool:
+        """A Δ against the paper only means something on the paper's own dataset."""
+        return same_dataset(self.dataset, self.suite.paper.dataset)
 
     @property
     def missing(self) -> list[str]:
@@ -91,7 +96,9 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
 def _table_caption(d: ReportData) -> str:
     lay = d.suite.layout
     return (f"{_metric_words(lay.metric)}. {d.ours_label}: {_stat_words(lay.stat)}. {d.paper_label}: the paper's "
-            f"value. Δ = ours − paper" + (" in percent points." if unit_label(lay.metric) == "%" else "."))
+            f"value. Δ = ours − paper" + (" in percent points." if unit_label(lay.metric) == "%" else ".")
+            + ("" if d.comparable else f" Δ is not computed: our runs are on {d.dataset}, the paper's on "
+                                       f"{d.suite.paper.dataset}."))
 
 
 def _paper_footnotes(d: ReportData) -> list[str]:
@@ -138,7 +145,7 @@ def render_markdown(d: ReportData) -> str:
     L += _md_table(["", ""], [[k, v] for k, v in _evidence(d)]) + [""]
 
     L += [f"## {s.paper.ref}: paper vs ours", "", _table_caption(d), ""]
-    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label)
+    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label, d.comparable)
     L += _md_table(header, body) + [""]
     if s.layout.cols:
         L += [f"Columns: {s.layout.cols}.", ""]
@@ -190,7 +197,7 @@ def _h(x: object) -> str:
 def _html_grid(d: ReportData) -> str:
     s = d.suite
     _, cols = layout_axes(s)
-    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label)
+    header, body = display_grid(s, d.stats, d.ours_label, d.paper_label, d.comparable)
     sub = header[1:4]
     top = [f"<th rowspan=2>{_h(header[0])}</th>"]
     for c in cols:

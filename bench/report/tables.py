@@ -282,8 +282,8 @@ def fmt_seconds(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
-def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str,
-                 paper_label: str) -> tuple[list[str], list[list[str]]]:
+def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label: str,
+                 comparable: bool = True) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the human table: per paper column, ours / paper / Δ."""
     metric, stat = suite.layout.metric, suite.layout.stat
     rows, cols = layout_axes(suite)
@@ -304,7 +304,8 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str,
             if r is None:
                 line += ["", "", ""]
                 continue
-            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), fmt_delta(r["delta"], metric)]
+            delta = fmt_delta(r["delta"], metric) if comparable else "n/a"
+            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), delta]
         body.append(line)
     return header, body
 

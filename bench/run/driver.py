@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import track
-from bench.run.trials import Trial, expand, waves
+from bench.run.trials import Trial, effective_search, expand, waves
 from bench.spec import SpecError, Suite, load_suite
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
@@ -77,6 +77,13 @@ def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bo
     return out
 
 
+def tune_resources(r: dict) -> dict:
+    """A data-parallel trial's Tune slot only coordinates: its Ray Train workers hold the CPUs and GPUs."""
+    if r.get("workers", 1) > 1:
+        return {"cpu": 0.01, "gpu": 0}
+    return {"cpu": r.get("cpus", 1), "gpu": r.get("gpus", 0)}
+
+
 def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
               cells: list[str] | None = None, address: str | None = None, tracking_uri: str | None = None,
               data_root: str | None = None, state_dir: Path | None = None, console: Console | None = None,
@@ -100,7 +107,13 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
     trials = check_resources(trials, cluster, embedded=address is None, console=console)
     exp = track.ensure_experiment(uri, suite.name)
     done = track.finished_trials(uri, exp)
-    todo = [t for t in trials if t.config_hash not in done]
+    search = effective_search(suite, profile)
+    if search:
+        # A (cell, seed) is done once its whole search is: every sample finished.
+        counts = track.finished_search_counts(uri, exp)
+        todo = [t for t in trials if counts.get(t.config_hash, 0) < search["num_samples"]]
+    else:
+        todo = [t for t in trials if t.config_hash not in done]
     summary.skipped = len(trials) - len(todo)
     console.print(f"suite {suite.name}: {len(trials)} trials (profile {profile}, dataset {ds_name}, "
                   f"seeds {sorted({t.seed for t in trials})}); tracking {uri}")
@@ -114,16 +127,22 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
     parent = track.start_parent(uri, exp, suite=suite.name, profile=profile, dataset=ds_name,
                                 argv=argv or sys.argv, n_trials=len(todo), n_skipped=summary.skipped)
     summary.parent_run = parent
-    run_of = {t.config_hash: track.create_trial_run(uri, exp, parent, t) for t in todo}
+    if search:
+        summary.total = len(trials) * search["num_samples"]
+        console.print(f"random search through Ray Tune: {search['num_samples']} samples per (cell, seed), "
+                      f"best by {search['metric']} ({search['mode']})")
+        run_of: dict[str, str] = {}   # sample runs are created by the workers
+    else:
+        run_of = {t.config_hash: track.create_trial_run(uri, exp, parent, t) for t in todo}
     teachers = {t.teacher for t in trials if t.teacher}
-    names = {run_of[t.config_hash]: t.name for t in todo}
+    names = {run_of[t.config_hash]: t.name for t in todo if t.config_hash in run_of}
     status: dict[str, str] = {}
     try:
-        with Progress(console, names) as prog:
+        with Progress(console, names, total=len(todo) * (search["num_samples"] if search else 1)) as prog:
             for i, wave in enumerate(waves(todo)):
                 configs = []
                 for t in wave:
-                    rid = run_of[t.config_hash]
+                    rid = run_of.get(t.config_hash)
                     teacher_run = None
                     if t.teacher:
                         teacher_run = done.get(t.teacher) or run_of.get(t.teacher)
@@ -135,15 +154,21 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
                             prog.set_status(rid, "failed")
                             continue
                     configs.append({"trial": t.to_dict(), "uri": uri, "run_id": rid, "teacher_run": teacher_run,
-                                    "save_checkpoint": t.config_hash in teachers})
+                                    "save_checkpoint": t.config_hash in teachers, "exp": exp, "parent": parent})
                 if not configs:
                     continue
                 outcomes = ray_exec.run_wave(
                     worker.trainable, configs, data=ds, storage=state / "ray_results",
                     name=f"{suite.name}-{profile}-{parent[:8]}-w{i}", on_event=prog.event,
-                    resources=lambda c: {"cpu": c["cfg"]["trial"]["resources"].get("cpus", 1),
-                                         "gpu": c["cfg"]["trial"]["resources"].get("gpus", 0)})
-                for rid, o in outcomes.items():
+                    resources=lambda c: tune_resources(c["cfg"]["trial"]["resources"]),
+                    search=search)
+                for key, o in outcomes.items():
+                    rid = key if key in names else (o.final or {}).get("run_id")
+                    if rid is None:  # a search sample that was already finished, or died before its run existed
+                        if o.status != "FINISHED":
+                            summary.failed[key] = o.error or o.status
+                        continue
+                    names.setdefault(rid, key)
                     st = track.run_status(uri, rid)
                     if st not in TERMINAL:  # the worker died before it could say so
                         track.end_run(uri, rid, o.status, o.error)
@@ -158,6 +183,7 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
         for rid in run_of.values():
             if rid not in status and track.run_status(uri, rid) not in TERMINAL:
                 track.end_run(uri, rid, "KILLED", "interrupted before the trial finished")
-        track.end_run(uri, parent, "FINISHED" if not summary.failed and len(status) == len(run_of) else "FAILED")
+        complete = all(r in status for r in run_of.values())
+        track.end_run(uri, parent, "FINISHED" if not summary.failed and complete else "FAILED")
     summary.wall_s = time.time() - t_start
     return summary

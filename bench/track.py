@@ -92,7 +92,8 @@ def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: st
                                           Metric("trials_skipped", n_skipped, _now(), 0)])
     return run.info.run_id
 
-def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial) -> str:
+def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial,
+                     extra_tags: dict[str, str] | None = None) -> str:
     c = client(uri)
     tags = {
         "mlflow.parentRunId": parent_id, f"{T}kind": "trial", f"{T}suite": trial.suite, f"{T}cell": trial.cell,
@@ -101,6 +102,7 @@ def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial) -> str
     }
     if trial.teacher:
         tags[f"{T}teacher_hash"] = trial.teacher
+    tags.update({f"{T}{k}": v for k, v in (extra_tags or {}).items()})
     run = c.create_run(exp_id, run_name=trial.name, tags=tags)
     params = flatten({"model": trial.model, "model_kwargs": trial.model_kwargs, "seed": trial.seed,
                       "dataset": trial.dataset, "method": trial.method, "protocol": trial.protocol,
@@ -125,6 +127,18 @@ def finished_trials(uri: str, exp_id: str) -> dict[str, str]:
         token = page.token
         if not token:
             return out
+
+def finished_search_counts(uri: str, exp_id: str) -> dict[str, int]:
+    """search base hash -> number of FINISHED samples."""
+    c = client(uri)
+    out: dict[str, int] = {}
+    for r in c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status = 'FINISHED'",
+                           max_results=50000):
+        b = r.data.tags.get(f"{T}search_base")
+        if b:
+            out[b] = out.get(b, 0) + 1
+    return out
+
 
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
     c = client(uri)

@@ -21,9 +21,10 @@ class _State:
 
 
 class Progress:
-    def __init__(self, console: Console, names: dict[str, str]):
+    def __init__(self, console: Console, names: dict[str, str], total: int | None = None):
         self.console = console
         self.trials = {rid: _State(n) for rid, n in names.items()}
+        self.total = total or len(self.trials)  # a search adds its samples as Tune starts them
         self.t0 = time.time()
         self.live: Live | None = None
         self.interactive = console.is_terminal
@@ -42,7 +43,9 @@ class Progress:
     def event(self, kind: str, run_id: str, result: dict) -> None:
         s = self.trials.get(run_id)
         if s is None:
-            return
+            if kind != "start":
+                return
+            s = self.trials[run_id] = _State(result.get("name", run_id))
         if kind == "start":
             s.status = "running"
         elif kind == "result":
@@ -75,13 +78,14 @@ class Progress:
         for s in self.trials.values():
             c[s.status if s.status in c else "failed"] += 1
         eta = self.eta()
-        return (f"done {c['done']}/{len(self.trials)}, running {c['running']}, failed {c['failed']}"
+        c["pending"] += max(0, self.total - len(self.trials))
+        return (f"done {c['done']}/{max(self.total, len(self.trials))}, running {c['running']}, failed {c['failed']}"
                 + (f", ETA {eta}" if eta else ""))
 
     def eta(self) -> str:
         # Fraction of all scheduled iterations done so far; failed trials count as done work.
         frac = sum(1.0 if s.status in ("done", "failed") else s.progress for s in self.trials.values())
-        frac /= max(1, len(self.trials))
+        frac /= max(1, self.total, len(self.trials))
         if frac <= 0.01:
             return ""
         left = (time.time() - self.t0) * (1 - frac) / frac

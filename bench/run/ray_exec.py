@@ -85,29 +85,63 @@ class _Progress(tune.Callback):
         self.on_event = lambda *a: None
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.on_event("start", trial.config["cfg"]["run_id"], {})
+        self.on_event("start", _key(trial), {"name": _name(trial)})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.on_event("result", trial.config["cfg"]["run_id"], result)
+        self.on_event("result", _key(trial), result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.on_event("complete", trial.config["cfg"]["run_id"], trial.last_result or {})
+        self.on_event("complete", _key(trial), trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.on_event("error", trial.config["cfg"]["run_id"], {})
+        self.on_event("error", _key(trial), {})
+
+
+def _key(trial) -> str:
+    return trial.config["cfg"].get("run_id") or trial.trial_id
+
+
+def _name(trial) -> str:
+    t = trial.config["cfg"]["trial"]
+    return f"{t['cell']}-s{t['seed']}" + (f"#{trial.trial_id[-5:]}" if "search" in trial.config else "")
+
+
+def sampler(space: dict[str, dict]) -> dict[str, Any]:
+    """The suite's search space as Tune domains."""
+    out = {}
+    for key, p in space.items():
+        if p["dist"] == "loguniform":
+            out[key] = tune.loguniform(p["low"], p["high"])
+        elif p["dist"] == "uniform":
+            out[key] = tune.uniform(p["low"], p["high"])
+        elif p["dist"] == "randint":
+            out[key] = tune.randint(int(p["low"]), int(p["high"]))
+        else:
+            out[key] = tune.choice(p["values"])
+    return out
 
 
 def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: Callable[[dict], dict],
              data: Any, storage: Path, name: str, on_event: Callable[[str, str, dict], None],
-             max_concurrent: int = 0) -> dict[str, Outcome]:
-    """Run one wave of independent trials; returns run_id -> outcome. A failing trial does not stop the rest."""
+             max_concurrent: int = 0, search: dict[str, Any] | None = None) -> dict[str, Outcome]:
+    """Run one wave of independent trials; returns key -> outcome (key: the run id, or for a search the Tune
+    trial id). A failing trial does not stop the rest. With `search`, every config is sampled
+    `num_samples` times by Tune's random search (seeded, so a re-run draws the same samples)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     fn = tune.with_resources(tune.with_parameters(trainable, data=data), resources=resources)
+    space: dict[str, Any] = {"cfg": tune.grid_search(configs)}
+    extra: dict[str, Any] = {}
+    if search:
+        space["search"] = sampler(search["space"])
+        extra = {"num_samples": search["num_samples"], "search_alg": BasicVariantGenerator(random_state=0)}
     tuner = tune.Tuner(
         fn,
-        param_space={"cfg": tune.grid_search(configs)},
+        param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.config['cfg']['trial']['cell']}"
-                                                                    f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}"),
+                                                                    f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}",
+                                    **extra),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                   callbacks=[_Progress(lambda ev, rid, res: on_event(ev, rid, res))],
                                   failure_config=tune.FailureConfig(max_failures=0)),
@@ -115,7 +149,7 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
     grid = tuner.fit()
     out: dict[str, Outcome] = {}
     for r in grid:
-        rid = r.config["cfg"]["run_id"]
+        rid = r.config["cfg"].get("run_id") or r.metrics.get("trial_id") or r.path
         if r.error is not None:
             out[rid] = Outcome("FAILED", _short_error(r.error))
         else:

@@ -148,3 +148,40 @@ def waves(trials: list[Trial]) -> list[list[Trial]]:
             out.append([])
         out[d].append(t)
     return out
+
+
+def effective_search(suite: Suite, profile: str) -> dict[str, Any] | None:
+    """The suite's search block with the profile's overrides (e.g. smoke: num_samples 2), or None."""
+    if suite.search is None:
+        return None
+    p = get_profile(suite, profile)
+    from bench.spec import Search, deep_merge
+
+    return Search.model_validate(deep_merge(suite.search.model_dump(), p.search or {})).model_dump()
+
+
+def apply_search(trial: Trial, values: dict[str, Any], model_options: set[str]) -> Trial:
+    """Put one search sample into a trial: 'model.x' keys go to the model's kwargs (only if the model takes x:
+    a plain net has no gate bias), the others are dotted protocol paths."""
+    from bench.spec import Protocol
+
+    proto = json.loads(json.dumps(trial.protocol))
+    kwargs = dict(trial.model_kwargs)
+    used: dict[str, Any] = {}
+    for key, v in sorted(values.items()):
+        if key.startswith("model."):
+            name = key.removeprefix("model.")
+            if name not in model_options:
+                continue
+            kwargs[name] = v
+        else:
+            node = proto
+            *parents, leaf = key.split(".")
+            for k in parents:
+                node = node[k]
+            if leaf not in node:
+                raise SpecError(f"search key {key!r} is not a protocol setting")
+            node[leaf] = v
+        used[key] = v
+    proto = Protocol.model_validate(proto).model_dump()
+    return Trial(**{**trial.to_dict(), "protocol": proto, "model_kwargs": kwargs, "search": used})

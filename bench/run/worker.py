@@ -12,6 +12,7 @@ import torch
 
 from bench import track
 from bench.run import ray_exec
+from bench.run.trials import Trial, apply_search
 from bench.train.fit import history_csv, run_trial
 
 CHECKPOINT_DIR = "checkpoint"
@@ -22,10 +23,31 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
 
 
+def _search_run(config: dict[str, Any]) -> tuple[dict, str | None]:
+    """A search sample becomes its own trial (own hash, own MLflow run), created here: the driver cannot know
+    Tune's samples in advance. A sample that already FINISHED (same seeded draw on a re-run) is not redone."""
+    from bench import models
+
+    cfg = config["cfg"]
+    base = Trial.from_dict(cfg["trial"])
+    t = apply_search(base, config["search"], set(models.model_options(base.model)))
+    done = track.finished_trials(cfg["uri"], cfg["exp"])
+    if t.config_hash in done:
+        return t.to_dict(), None
+    rid = track.create_trial_run(cfg["uri"], cfg["exp"], cfg["parent"], t,
+                                 extra_tags={"search_base": base.config_hash})
+    return t.to_dict(), rid
+
+
 def trainable(config: dict[str, Any], data=None) -> None:
     cfg = config["cfg"]
-    trial, uri = cfg["trial"], cfg["uri"]
-    tracker = track.TrialTracker(uri, cfg["run_id"])
+    trial, uri, run_id = cfg["trial"], cfg["uri"], cfg.get("run_id")
+    if "search" in config:
+        trial, run_id = _search_run(config)
+        if run_id is None:
+            ray_exec.report({"skipped": 1, "progress": 1.0})
+            return
+    tracker = track.TrialTracker(uri, run_id)
     try:
         tracker.set_tags({"host": platform.node(), "torch": torch.__version__, "lightning": lightning.__version__})
         work = Path(tempfile.mkdtemp(prefix=f"bench-{trial['cell']}-"))
@@ -39,7 +61,7 @@ def trainable(config: dict[str, Any], data=None) -> None:
             tracker.log_metrics(rec, step)
 
         def to_tune(rec: dict, step: int) -> None:
-            ray_exec.report({**rec, "step": step})
+            ray_exec.report({**rec, "step": step, "run_id": run_id})
 
         res = run_trial(trial, data, sinks=[to_mlflow, to_tune], threads=trial["resources"].get("cpus", 1),
                         want_gpu=trial["resources"].get("gpus", 0) > 0, workdir=work, teacher_state=teacher_state,

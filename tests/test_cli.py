@@ -1,0 +1,72 @@
+"""The CLI's read-only commands, as a user calls them (a subprocess, exit codes, JSON shapes)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fixtures_data import write_cifar10, write_poisoned_pickle
+
+
+def bench(*args, cwd=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def test_list_json_has_all_suites_with_cells():
+    r = bench("list", "--json")
+    assert r.returncode == 0, r.stderr
+    suites = {s["name"]: s for s in json.loads(r.stdout)}
+    assert {"quickstart", "resnet_cifar", "degradation", "preact", "resnext_imagenet", "resnext_cifar", "densenet",
+            "highway_fitnet", "highway_depth", "insights"} <= set(suites)
+    assert [c["id"] for c in suites["quickstart"]["cells"]] == ["plain20", "plain56", "resnet20", "resnet56"]
+
+
+def test_models_json_lists_measured_counts():
+    r = bench("models", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["resnet20"]["params"] == 269722 and rows["resnet20"]["paper_params"] == pytest.approx(0.27e6)
+    assert rows["resnet50"]["flops"] == pytest.approx(4.1e9, rel=0.05)
+    assert all(m["flops"] > 0 and m["params"] > 0 for m in rows.values())
+
+
+def test_data_info_reads_cifar10_official_layout(tmp_path):
+    write_cifar10(tmp_path, n_per_batch=10, n_test=8)
+    r = bench("data", "info", "cifar10", "--root", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["splits"] == {"train": 50, "test": 8}
+    assert info["num_classes"] == 10 and info["classes"][0] == "airplane"
+
+
+def test_data_info_refuses_a_poisoned_batch(tmp_path):
+    root = write_cifar10(tmp_path, n_per_batch=10, n_test=8)
+    marker = tmp_path / "pwned"
+    write_poisoned_pickle(root / "data_batch_3", marker)
+    r = bench("data", "info", "cifar10", "--root", str(tmp_path))
+    assert r.returncode == 1
+    assert "data_batch_3" in r.stderr and "refus" in r.stderr and r.stderr.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_plan_preact_paper_counts_50_trials():
+    r = bench("plan", "preact", "--profile", "paper", "--no-probe")
+    assert r.returncode == 0, r.stderr
+    assert "50 trials = 10 cells x 5 seeds" in r.stdout
+    assert "GPU-hours from recorded H100 anchors" in r.stdout
+
+
+def test_plan_probe_measures_here():
+    r = bench("plan", "quickstart", "--profile", "smoke")
+    assert r.returncode == 0, r.stderr
+    assert "from a probe measured now" in r.stdout
+
+
+def test_unknown_suite_and_profile_exit_2(tmp_path):
+    r = bench("run", "no_such_suite", cwd=tmp_path)
+    assert r.returncode == 2 and "no such suite file" in r.stderr
+    r = bench("run", "quickstart", "--profile", "fast", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown profile 'fast'" in r.stderr
+    assert not (tmp_path / "mlflow.db").exists()

@@ -63,9 +63,17 @@ def trainable(config: dict[str, Any], data=None) -> None:
         def to_tune(rec: dict, step: int) -> None:
             ray_exec.report({**rec, "step": step, "run_id": run_id})
 
-        res = run_trial(trial, data, sinks=[to_mlflow, to_tune], threads=trial["resources"].get("cpus", 1),
-                        want_gpu=trial["resources"].get("gpus", 0) > 0, workdir=work, teacher_state=teacher_state,
-                        save_checkpoint=cfg.get("save_checkpoint", False))
+        if trial["resources"].get("workers", 1) > 1:
+            # Data-parallel: Ray Train workers train; rank 0 streams the epochs to MLflow and (via Train) to Tune.
+            from bench.run.ddp import run_data_parallel
+
+            res = run_data_parallel(trial, data, uri=uri, run_id=run_id, teacher_state=teacher_state,
+                                    save_checkpoint=cfg.get("save_checkpoint", False), checkpoint_dir=CHECKPOINT_DIR)
+            tracker.set_tags({"world_size": res.world_size, "ranks": res.summary()})
+        else:
+            res = run_trial(trial, data, sinks=[to_mlflow, to_tune], threads=trial["resources"].get("cpus", 1),
+                            want_gpu=trial["resources"].get("gpus", 0) > 0, workdir=work,
+                            teacher_state=teacher_state, save_checkpoint=cfg.get("save_checkpoint", False))
         tracker.set_tags({"device": res.device})
         last_step = res.history[-1]["step"]
         f = res.final

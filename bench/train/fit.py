@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as L
 import numpy as np
@@ -33,6 +33,8 @@ class TrialResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     device: str = "cpu"
+    # Data-parallel runs only: this rank's view (rank, world_size, steps, shard indices, train images seen).
+    rank: dict[str, Any] | None = None
 
 
 def seed_all(seed: int) -> None:
@@ -53,8 +55,22 @@ def device_name(dev: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.device):
-    """Train loader plus named eval loaders. Subsets and the validation split are seeded by the trial seed."""
+def shard_indices(n: int, rank: int, world: int, seed: int) -> torch.Tensor:
+    """Rank `rank`'s slice of a seeded permutation of range(n): disjoint across ranks, n // world each (the
+    remainder is dropped) so every rank takes the same number of steps."""
+    # Offset the seed: subset_train and split draw their permutations from the trial seed itself.
+    g = torch.Generator().manual_seed(seed + 0x5A4D)
+    per = n // world
+    return torch.randperm(n, generator=g)[rank * per:(rank + 1) * per].sort().values
+
+
+def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.device,
+                  shard: tuple[int, int] | None = None):
+    """Train loader plus named eval loaders. Subsets and the validation split are seeded by the trial seed.
+
+    shard=(rank, world): this rank trains on its shard_indices() of the train split with batch_size / world
+    (batch_size is the global batch) and evaluates every world-th test/val image; the caller sums across ranks.
+    Returns (data, train, evals, train indices or None)."""
     if proto.train_subset is not None:
         if proto.train_subset > len(data.train_y):
             raise BenchError(f"train_subset {proto.train_subset} exceeds the {len(data.train_y)} training images")
@@ -67,13 +83,63 @@ def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.devic
     if proto.test_subset is not None and proto.test_subset < len(ty):
         tx, ty = tx[:proto.test_subset], ty[:proto.test_subset]
     evals = {"test": (tx, ty), **evals}
+    # Normalisation stats of the whole (subset) train split, so every rank normalises alike.
     common = dict(mean=data.mean, std=data.std, device=device)
     a = proto.augment
-    train = DeviceLoader(data.train_x, data.train_y, batch_size=proto.batch_size, train=True, crop_pad=a.crop_pad,
-                         flip=a.flip, drop_last=len(data.train_y) >= proto.batch_size, seed=seed, **common)
-    eval_loaders = {k: DeviceLoader(x, y, batch_size=max(proto.batch_size, 500), train=False, **common)
+    train_x, train_y, batch, loader_seed, idx = data.train_x, data.train_y, proto.batch_size, seed, None
+    if shard is not None and shard[1] > 1:
+        rank, world = shard
+        if proto.batch_size % world:
+            raise BenchError(f"batch_size {proto.batch_size} (the global batch) is not divisible by {world} workers")
+        idx = shard_indices(len(data.train_y), rank, world, seed)
+        if len(idx) == 0:
+            raise BenchError(f"{len(data.train_y)} training images cannot be shared by {world} workers")
+        train_x, train_y, batch = data.train_x[idx], data.train_y[idx], proto.batch_size // world
+        loader_seed = seed * world + rank  # distinct shuffle and augmentation draws per rank
+        evals = {k: (x[rank::world], y[rank::world]) for k, (x, y) in evals.items()}
+    train = DeviceLoader(train_x, train_y, batch_size=batch, train=True, crop_pad=a.crop_pad, flip=a.flip,
+                         drop_last=len(train_y) >= batch, seed=loader_seed, **common)
+    eval_loaders = {k: DeviceLoader(x, y, batch_size=max(batch, 500), train=False, **common)
                     for k, (x, y) in evals.items()}
-    return data, train, eval_loaders
+    return data, train, eval_loaders, idx
+
+
+class SumAcrossRanks(L.Callback):
+    """Data-parallel: every rank holds the epoch sums of its own shard; add them up before the module and the
+    EpochReporter read them (callbacks run before module hooks), so each epoch record is the global one and
+    identical on every rank. Evaluation runs with rank 0's BN buffers everywhere (DDP lets each rank update
+    its own after the last broadcast), so the sharded evaluation scores exactly the weights rank 0 saves."""
+
+    def __init__(self, n_evals: int):
+        self.n_evals = n_evals
+        self.local_images = 0   # train images this rank saw, and all ranks together (after the reduction)
+        self.global_images = 0
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        acc = pl_module._train_acc
+        if acc is None:
+            return
+        self.local_images += int(acc[-1].item())
+        acc = trainer.strategy.reduce(acc, reduce_op="sum")
+        self.global_images += int(acc[-1].item())
+        pl_module._train_acc = acc
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if trainer.sanity_checking or not torch.distributed.is_initialized():
+            return
+        with torch.no_grad():
+            for b in pl_module.buffers():
+                torch.distributed.broadcast(b, src=0)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        for i in range(self.n_evals):
+            # A rank with an empty eval shard still joins the collective, with zeros.
+            acc = pl_module._eval_acc.get(i)
+            if acc is None:
+                acc = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
+            pl_module._eval_acc[i] = trainer.strategy.reduce(acc, reduce_op="sum")
 
 
 def build_model(name: str, kwargs: dict[str, Any], data: Dataset, proto: Protocol):
@@ -93,18 +159,26 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
-def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), threads: int | None = None,
+def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), threads: float | None = None,
               want_gpu: bool = False, workdir: Path | None = None, teacher_state: dict | None = None,
-              save_checkpoint: bool = False) -> TrialResult:
-    """Train one trial (a Trial.to_dict()) to the end of its protocol and return its final metrics."""
+              save_checkpoint: bool = False, device: torch.device | None = None,
+              shard: tuple[int, int] | None = None, trainer_kwargs: dict[str, Any] | None = None,
+              prepare: Callable[[L.Trainer], L.Trainer] | None = None) -> TrialResult:
+    """Train one trial (a Trial.to_dict()) to the end of its protocol and return its final metrics.
+
+    Data-parallel hooks (the caller brings the distributed runtime; nothing here imports it):
+    device: this rank's device instead of pick_device(want_gpu). shard=(rank, world): train on this rank's
+    disjoint shard at batch_size / world, evaluate a 1/world slice, sum the epoch sums across ranks.
+    trainer_kwargs: Trainer arguments over ours (strategy, plugins, ...; "callbacks" are appended to ours).
+    prepare: applied to the Trainer before fit (e.g. Ray Train's prepare_trainer)."""
     quiet_lightning()
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     proto = Protocol.model_validate(trial["protocol"])
     seed = int(trial["seed"])
     seed_all(seed)
-    dev = pick_device(want_gpu)
-    data, train_loader, eval_loaders = build_loaders(data, proto, seed, dev)
+    dev = device if device is not None else pick_device(want_gpu)
+    data, train_loader, eval_loaders, shard_idx = build_loaders(data, proto, seed, dev, shard)
     steps_per_epoch = len(train_loader)
     n_steps = _total_steps(proto, steps_per_epoch)
     model = build_model(trial["model"], trial["model_kwargs"], data, proto)
@@ -123,14 +197,22 @@ def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), t
     else:
         module = Classifier(model, proto, steps_per_epoch, names, data.num_classes)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    # images/s counts the global batch: all ranks step together.
     reporter = EpochReporter(list(sinks), n_steps, proto.batch_size, sync)
-    trainer = L.Trainer(
+    reducer = SumAcrossRanks(len(eval_loaders)) if shard_idx is not None else None
+    kw: dict[str, Any] = dict(
         accelerator="gpu" if dev.type == "cuda" else "cpu", devices=[dev.index] if dev.type == "cuda" else 1,
         max_steps=n_steps, max_epochs=-1, precision=proto.precision, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        check_val_every_n_epoch=proto.eval_every, callbacks=[reporter],
+        check_val_every_n_epoch=proto.eval_every, callbacks=[c for c in (reducer, reporter) if c is not None],
         default_root_dir=str(workdir) if workdir else None,
     )
+    extra = dict(trainer_kwargs or {})
+    kw["callbacks"] += list(extra.pop("callbacks", []))
+    kw.update(extra)
+    trainer = L.Trainer(**kw)
+    if prepare is not None:
+        trainer = prepare(trainer)
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()))
     wall = time.perf_counter() - t0
@@ -156,7 +238,12 @@ def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), t
         ckpt = Path(workdir or ".") / "model.pt"
         torch.save({"model": trial["model"], "model_kwargs": trial["model_kwargs"],
                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, ckpt)
-    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev))
+    rank = None
+    if shard_idx is not None:
+        rank = {"rank": shard[0], "world_size": shard[1], "steps": trainer.global_step,
+                "shard": shard_idx.tolist(), "train_images": reducer.local_images,
+                "train_images_all_ranks": reducer.global_images}
+    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank)
 
 
 def _mean_ips(history: list[dict]) -> float:

@@ -67,8 +67,10 @@ class Progress:
             self.mark_line(status, self.trials[run_id])
 
     def mark_line(self, kind: str, s: _State) -> None:
-        if self.interactive or kind == "result":
+        if self.interactive:
             return
+        if kind == "result":
+            kind = "epoch"
         err = f" train_err={s.train_error:.4f}" if s.train_error is not None else ""
         err += f" test_err={s.test_error:.4f}" if s.test_error is not None else ""
         self.console.print(f"[{self.counts()}] {s.name}: {kind} (epoch {s.epoch}){err}", highlight=False)

@@ -101,14 +101,16 @@ def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, see
         c.update(model=t.model, kwargs=t.model_kwargs, steps=steps, epochs=steps / spe)
         c["trials"] += samples
         c["images"] += images * samples
-        gpu_req += t.resources.get("gpus", 0) * samples
-        cpu_req += t.resources.get("cpus", 1) * samples
+        n_workers = t.resources.get("workers", 1)
+        gpu_req += t.resources.get("gpus", 0) * n_workers * samples
+        cpu_req += t.resources.get("cpus", 1) * n_workers * samples
 
     lines = [f"suite {suite.name} — {suite.title}",
              f"profile {profile}, dataset {ds} (paper: {suite.paper.dataset}), "
              f"{len(trials) * samples} trials = {len(per_cell)} cells x {len({t.seed for t in trials})} seeds"
              + (f" x {samples} search samples" if search else ""),
-             f"requests per trial: {trials[0].resources.get('cpus', 1)} CPU, {trials[0].resources.get('gpus', 0)} GPU;"
+             f"requests per trial: {trials[0].resources.get('workers', 1)} worker(s) x "
+             f"({trials[0].resources.get('cpus', 1)} CPU, {trials[0].resources.get('gpus', 0)} GPU);"
              f" in total {cpu_req:g} CPU-trials, {gpu_req:g} GPU-trials (GPU-trial = one trial holding one GPU)", ""]
     dev = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"this machine's CPU ({torch.get_num_threads()} threads)"

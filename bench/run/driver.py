@@ -56,22 +56,27 @@ def check_models(suite: Suite, trials: list[Trial]) -> None:
 
 
 def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bool, console: Console) -> list[Trial]:
-    gpus = cluster.get("GPU", 0)
-    cpus = cluster.get("CPU", 0)
-    out = []
+    """Refuse what could never be scheduled (Ray would leave it pending forever); on the embedded local runtime a
+    GPU request without a GPU falls back to the CPU with a note."""
+    from bench.run.ray_exec import ClusterError
+
+    gpus, cpus = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    out, dropped = [], 0
     for t in trials:
         r = dict(t.resources)
+        n = int(r.get("workers", 1))
         if r.get("gpus", 0) > 0 and gpus == 0:
             if not embedded:
-                from bench.run.ray_exec import ClusterError
-
-                raise ClusterError(
-                    f"trial {t.name} asks for {r['gpus']} GPU but the cluster has none; "
-                    "it would wait forever (use a CPU profile or add GPU nodes)")
-            r["gpus"] = 0
-        r["cpus"] = min(r.get("cpus", 1), cpus) if cpus else r.get("cpus", 1)
+                raise ClusterError(f"trial {t.name} asks for {r['gpus']} GPU per worker but the cluster has none; "
+                                   "it would wait forever (use a CPU profile or add GPU nodes)")
+            r["gpus"], dropped = 0, dropped + 1
+        if n == 1 and embedded and cpus:
+            r["cpus"] = min(r.get("cpus", 1), cpus)
+        need_cpu = n * r.get("cpus", 1) + (0.01 if n > 1 else 0)
+        if need_cpu > cpus or n * r.get("gpus", 0) > gpus:
+            raise ClusterError(f"trial {t.name} needs {need_cpu:g} CPU and {n * r.get('gpus', 0):g} GPU at once "
+                               f"({n} worker(s)); the cluster has {cpus:g} CPU and {gpus:g} GPU")
         out.append(Trial(**{**t.to_dict(), "resources": r}))
-    dropped = sum(1 for a, b in zip(trials, out) if a.resources.get("gpus", 0) != b.resources.get("gpus", 0))
     if dropped:
         console.print(f"note: no GPU in the local Ray runtime; {dropped} trial(s) that asked for a GPU run on CPU")
     return out
@@ -133,16 +138,21 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
                       f"best by {search['metric']} ({search['mode']})")
         run_of: dict[str, str] = {}   # sample runs are created by the workers
     else:
-        run_of = {t.config_hash: track.create_trial_run(uri, exp, parent, t) for t in todo}
+        run_of = {}
     teachers = {t.teacher for t in trials if t.teacher}
-    names = {run_of[t.config_hash]: t.name for t in todo if t.config_hash in run_of}
+    names: dict[str, str] = {}
     status: dict[str, str] = {}
     try:
         with Progress(console, names, total=len(todo) * (search["num_samples"] if search else 1)) as prog:
             for i, wave in enumerate(waves(todo)):
                 configs = []
                 for t in wave:
-                    rid = run_of.get(t.config_hash)
+                    # Runs are created wave by wave, so a student's run starts after its teacher's ended.
+                    rid = None if search else track.create_trial_run(uri, exp, parent, t)
+                    if rid:
+                        run_of[t.config_hash] = rid
+                        names[rid] = t.name
+                        prog.add(rid, t.name)
                     teacher_run = None
                     if t.teacher:
                         teacher_run = done.get(t.teacher) or run_of.get(t.teacher)
@@ -183,7 +193,7 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
         for rid in run_of.values():
             if rid not in status and track.run_status(uri, rid) not in TERMINAL:
                 track.end_run(uri, rid, "KILLED", "interrupted before the trial finished")
-        complete = all(r in status for r in run_of.values())
+        complete = len(status) >= len(todo) if not search else True
         track.end_run(uri, parent, "FINISHED" if not summary.failed and complete else "FAILED")
     summary.wall_s = time.time() - t_start
     return summary

@@ -61,6 +61,9 @@ class Progress:
         if self.live is not None:
             self.live.update(self._render())
 
+    def add(self, run_id: str, name: str) -> None:
+        self.trials.setdefault(run_id, _State(name))
+
     def set_status(self, run_id: str, status: str) -> None:
         if run_id in self.trials:
             self.trials[run_id].status = status

@@ -21,7 +21,7 @@ import torch
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.data.loader import DeviceLoader
+from bench.data.loader import DeviceLoader, normalize
 from bench.spec import Protocol
 from bench.train.module import Classifier, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
@@ -71,6 +71,8 @@ def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.devic
     shard=(rank, world): this rank trains on its shard_indices() of the train split with batch_size / world
     (batch_size is the global batch) and evaluates every world-th test/val image; the caller sums across ranks.
     Returns (data, train, evals, train indices or None)."""
+    if hasattr(data, "train_files"):
+        return _stream_loaders(data, proto, seed, device, shard)
     if proto.train_subset is not None:
         if proto.train_subset > len(data.train_y):
             raise BenchError(f"train_subset {proto.train_subset} exceeds the {len(data.train_y)} training images")
@@ -102,6 +104,50 @@ def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.devic
     eval_loaders = {k: DeviceLoader(x, y, batch_size=max(batch, 500), train=False, **common)
                     for k, (x, y) in evals.items()}
     return data, train, eval_loaders, idx
+
+
+class OnDevice:
+    """A stream of uint8 batches (ImageNet: decoded and augmented by CPU threads, too big to keep in memory),
+    moved to the device and normalised there like the in-memory loaders."""
+
+    def __init__(self, stream, mean, std, device: torch.device):
+        self.stream, self.device = stream, device
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __iter__(self):
+        for x, y in self.stream:
+            x = x.to(self.device, non_blocking=True)
+            yield normalize(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+
+
+def _stream_loaders(data, proto: Protocol, seed: int, device: torch.device, shard: tuple[int, int] | None):
+    from bench.data.imagenet import ImageStream
+
+    files, labels = list(data.train_files), list(data.train_labels)
+    if proto.train_subset is not None and proto.train_subset < len(files):
+        pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:proto.train_subset]
+        files, labels = [files[i] for i in pick], [labels[i] for i in pick]
+    tf, tl = list(data.test_files), list(data.test_labels)
+    if proto.test_subset is not None:
+        tf, tl = tf[:proto.test_subset], tl[:proto.test_subset]
+    batch, loader_seed, idx = proto.batch_size, seed, None
+    if shard is not None and shard[1] > 1:
+        rank, world = shard
+        if batch % world:
+            raise BenchError(f"batch_size {batch} (the global batch) is not divisible by {world} workers")
+        idx = shard_indices(len(files), rank, world, seed)
+        files, labels = [files[i] for i in idx], [labels[i] for i in idx]
+        batch, loader_seed = batch // world, seed * world + rank
+        tf, tl = tf[rank::world], tl[rank::world]
+    train = ImageStream(files, labels, batch_size=batch, train=True, size=data.image_size, seed=loader_seed,
+                        drop_last=len(files) >= batch)
+    test = ImageStream(tf, tl, batch_size=max(batch, 100), train=False, size=data.image_size)
+    return (data, OnDevice(train, data.mean, data.std, device),
+            {"test": OnDevice(test, data.mean, data.std, device)}, idx)
 
 
 class SumAcrossRanks(L.Callback):
@@ -253,7 +299,7 @@ def _mean_ips(history: list[dict]) -> float:
 
 
 def history_csv(history: list[dict]) -> str:
-    keys = sorted({k for h in history for k in h}, key=lambda k: (k not in ("step", "epoch"), k))
+    keys = sorted({k for h in history for k in h}, key=lambda k: (k != "step", k != "epoch", k))
     lines = [",".join(keys)]
     for h in history:
         lines.append(",".join("" if h.get(k) is None else (f"{h[k]:.6g}" if isinstance(h[k], float) else str(h[k]))

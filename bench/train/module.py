@@ -159,7 +159,8 @@ class EpochReporter(L.Callback):
         dt = max(end - self._t0, 1e-9)
         self.train_time += dt
         rec = {"epoch": trainer.current_epoch + 1, **pl_module.pop_train_results(), **pl_module.results,
-               "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               # The lr of the epoch's last step (the optimizer already holds the next step's).
+               "lr": lr_at(max(0, trainer.global_step - 1), pl_module.protocol, pl_module.steps_per_epoch),
                "images_per_sec": steps * self.batch_size / dt,
                "progress": trainer.global_step / self.total_steps}
         pl_module.results = {}

@@ -1,0 +1,80 @@
+"""run_trial on its own: Lightning on CPU, no Ray, no MLflow."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import data
+from bench.train.fit import history_csv, run_trial
+from fixtures_data import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return data.load("synthetic", n_train=96, n_test=32, channels=1)
+
+
+def trial(**proto):
+    p = {"batch_size": 32, "epochs": 2, "schedule": {"unit": "fraction", "milestones": [0.5]}, **proto}
+    return {"cell": "c", "seed": 0, "model": "resnet20", "model_kwargs": {}, "method": "supervised", "protocol": p}
+
+
+def test_same_seed_same_numbers_other_seed_not(synth):
+    a = run_trial(trial(), synth, threads=1)
+    b = run_trial(trial(), synth, threads=1)
+    c = run_trial({**trial(), "seed": 1}, synth, threads=1)
+    assert a.final["train_loss"] == b.final["train_loss"] and a.final["test_error"] == b.final["test_error"]
+    assert a.final["train_loss"] != c.final["train_loss"]
+
+
+def test_epoch_records_and_sinks(synth):
+    got = []
+    res = run_trial(trial(), synth, sinks=[lambda rec, step: got.append((step, rec))], threads=1)
+    assert [s for s, _ in got] == [3, 6]                     # 96 images / batch 32 = 3 steps per epoch
+    assert [r["lr"] for _, r in got] == pytest.approx([0.1, 0.01])   # lr after each epoch: /10 at 50%
+    for _, r in got:
+        assert {"train_loss", "train_error", "test_error", "test_loss", "images_per_sec", "epoch"} <= set(r)
+    assert res.final["best_test_error"] <= res.final["test_error"]
+    assert history_csv(res.history).splitlines()[0].startswith("step,epoch,")
+
+
+def test_iterations_ending_mid_epoch_still_evaluate_the_final_weights(synth):
+    got = []
+    res = run_trial(trial(epochs=None, iterations=4), synth, sinks=[lambda rec, step: got.append((step, rec))],
+                    threads=1)
+    assert res.history[-1]["step"] == 4 and "test_error" in res.history[-1]
+    assert got[-1][0] == 4 and "test_error" in got[-1][1]
+
+
+def test_warmup_lr_for_resnet110_style_schedules(synth):
+    got = []
+    t = trial(epochs=None, iterations=9, schedule={"milestones": [7], "warmup": {"lr": 0.01, "iterations": 3}})
+    run_trial(t, synth, sinks=[lambda rec, step: got.append(rec["lr"]) if "lr" in rec else None], threads=1)
+    assert got == pytest.approx([0.01, 0.1, 0.01])   # steps 0-2 warm-up, 3-5 base lr, 6-8 past the milestone
+
+
+def test_imagenet_folder_streams_through_the_same_trainer(tmp_path):
+    root = write_image_folder(tmp_path, n_train=4, n_val=2)
+    inet = data.load("imagenet", root=root, size=32)
+    t = {"cell": "r18", "seed": 0, "model": "resnet18", "model_kwargs": {}, "method": "supervised",
+         "protocol": {"batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}}}
+    res = run_trial(t, inet, threads=1)
+    assert res.history[-1]["step"] == 2 and 0 <= res.final["test_error"] <= 1
+    assert res.final["params"] > 1e6
+
+
+def test_training_step_imports_without_ray_and_mlflow():
+    code = ("import sys; sys.modules['ray'] = None; sys.modules['mlflow'] = None\n"
+            "import bench.train.fit, bench.train.bench_step\n"
+            "assert 'ray' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_bad_subset_is_a_clear_error(synth):
+    from bench import BenchError
+    with pytest.raises(BenchError, match="train_subset 1000 exceeds the 96 training images"):
+        run_trial(trial(train_subset=1000), synth, threads=1)
+    assert torch.get_num_threads() >= 1

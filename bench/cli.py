@@ -38,6 +38,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     suite = load_suite(a.suite)
     uri = track.normalize_uri(a.tracking_uri or track.default_tracking_uri())
+    track.require_store(uri)
     res = build_report(suite, uri, out_dir=Path(a.out) if a.out else None, profile=a.profile, dataset=a.dataset)
     print(res.markdown if a.print else f"report written to {res.out_dir}/")
     for c in res.claims:

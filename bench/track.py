@@ -42,6 +42,12 @@ def normalize_uri(uri: str) -> str:
         raise TrackingError(f"tracking URI {uri!r} has no scheme; use sqlite:///path.db or http://host:port")
     return uri
 
+def require_store(uri: str) -> None:
+    """Readers must not create an empty SQLite store as a side effect (MLflow would)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise TrackingError(f"no tracking store at {uri}; run 'bench run SUITE' first or pass --tracking-uri")
+
+
 def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 

@@ -70,3 +70,9 @@ def test_unknown_suite_and_profile_exit_2(tmp_path):
     r = bench("run", "quickstart", "--profile", "fast", cwd=tmp_path)
     assert r.returncode == 2 and "unknown profile 'fast'" in r.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_report_without_a_store_creates_nothing(tmp_path):
+    r = bench("report", "quickstart", cwd=tmp_path)
+    assert r.returncode == 1 and "no tracking store" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -52,7 +52,13 @@ def pick_device(want_gpu: bool) -> torch.device:
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"cpu{' ' + model if model else ''} ({torch.get_num_threads()} threads of {os.cpu_count()})"
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int) -> torch.Tensor:

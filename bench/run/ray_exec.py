@@ -169,8 +169,3 @@ def _short_error(e: BaseException) -> str:
 
 def report(metrics: dict[str, Any]) -> None:
     tune.report(metrics)
-
-
-def gpu_available_here() -> bool:
-    return bool(ray.get_gpu_ids())
-

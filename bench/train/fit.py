@@ -311,9 +311,3 @@ def history_csv(history: list[dict]) -> str:
         lines.append(",".join("" if h.get(k) is None else (f"{h[k]:.6g}" if isinstance(h[k], float) else str(h[k]))
                               for k in keys))
     return "\n".join(lines) + "\n"
-
-
-def env_threads() -> int | None:
-    v = os.environ.get("BENCH_THREADS")
-    return int(v) if v else None
-

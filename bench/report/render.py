@@ -77,8 +77,9 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
     s = d.summary
     prof = d.suite.profiles.get(d.profile)
     prof_desc = f" — {prof.description}" if prof and prof.description else ""
-    wall = (f"{fmt_seconds(s['wall_total_s'])} total; per trial {fmt_seconds(s['wall_mean_s'])} mean "
-            f"({fmt_seconds(s['wall_min_s'])}–{fmt_seconds(s['wall_max_s'])})")
+    wall = (f"{fmt_seconds(s['elapsed_s'])} elapsed; trials {fmt_seconds(s['wall_mean_s'])} mean "
+            f"({fmt_seconds(s['wall_min_s'])}–{fmt_seconds(s['wall_max_s'])}), "
+            f"{fmt_seconds(s['wall_total_s'])} summed")
     return [
         ("paper", _paper_line(d.suite)),
         ("runs", f"{s['n_runs']} finished trial runs on {d.dataset}, profile {d.profile}{prof_desc}"),

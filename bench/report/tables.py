@@ -335,7 +335,17 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
         "wall_max_s": float(wall.max()) if len(wall) else math.nan,
         "first_start": _when(runs, "start_time", "min"),
         "last_end": _when(runs, "end_time", "max"),
+        "elapsed_s": _elapsed(runs),
     }
+
+
+def _elapsed(runs: pd.DataFrame) -> float:
+    """First start to last end: the wall time a reader would have waited (trials overlap)."""
+    if "start_time" not in runs or "end_time" not in runs or not len(runs):
+        return math.nan
+    t0 = pd.to_datetime(runs["start_time"].min(), utc=True)
+    t1 = pd.to_datetime(runs["end_time"].max(), utc=True)
+    return math.nan if pd.isna(t0) or pd.isna(t1) else float((t1 - t0).total_seconds())
 
 
 def _when(runs: pd.DataFrame, col: str, how: str) -> str:

@@ -72,6 +72,8 @@ class Cell(_Strict):
     teacher: str | None = None                 # cell id whose trial must finish first (FitNet students)
     resources: dict[str, float] = {}           # e.g. ResNet-1202 wants a whole GPU where its suite shares one
 
+    _r = field_validator("resources")(classmethod(lambda cls, v: _check_resources(v)))
+
 
 class Optimizer(_Strict):
     name: Literal["sgd", "rmsprop"] = "sgd"    # FitNets trained with RMSProp
@@ -197,6 +199,12 @@ class Layout(_Strict):
     _m = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
 
 
+def _check_resources(v: dict[str, Any]) -> dict[str, Any]:
+    """Partial overrides of Resources: a typo such as 'worker' must fail, not be ignored."""
+    Resources.model_validate(v)
+    return v
+
+
 class Profile(_Strict):
     description: str = ""
     dataset: str | None = None
@@ -205,6 +213,8 @@ class Profile(_Strict):
     resources: dict[str, Any] = {}
     cells: list[str] | None = None              # restrict to these cell ids
     search: dict[str, Any] | None = None
+
+    _r = field_validator("resources")(classmethod(lambda cls, v: _check_resources(v)))
 
 
 class Suite(_Strict):

@@ -65,6 +65,8 @@ def _broken(mutate):
     (lambda d: d["protocol"]["schedule"].update(milestones=[75, 50]), "milestones"),
     (lambda d: d["profiles"]["smoke"]["protocol"].update(batch_size=0), "profile smoke"),
     (lambda d: d["cells"][1].update(method="fitnet"), "needs a teacher"),
+    (lambda d: d["profiles"]["smoke"].update(resources={"worker": 2}), "profiles.smoke.resources"),
+    (lambda d: d["cells"][0].update(resources={"gpus": -1}), "cells.0.resources"),
 ])
 def test_malformed_suites_name_the_field(tmp_path, mutate, field):
     with pytest.raises(SpecError) as e:

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROFILE ?= reduced
 
-.PHONY: run test data setup clean-state
+.PHONY: run test data setup clean-state gpu-check
 
 setup: $(STAMP)
 
@@ -38,3 +38,10 @@ test: data
 # Run state lives beside the checkout; this removes it (never the venv).
 clean-state:
 	rm -rf mlflow.db mlartifacts .bench
+
+# On a GPU box with only torch + lightning (+ pydantic, pyyaml): no venv, no Ray, no MLflow. Harness against the
+# bare loop in the same process, and the loader alone; compare with shared/reference/gpu_anchor.py on the same GPU.
+gpu-check:
+	PYTHONPATH=. python3 -m bench.train.bench_step --model resnet20 --n 50000 --device cuda
+	PYTHONPATH=. python3 -m bench.train.bench_step --model resnet110 --n 50000 --device cuda
+	PYTHONPATH=. python3 -m bench.data.bench_loader --device cuda

@@ -57,8 +57,9 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss, logits = self.loss(x, y)
-        stats = torch.stack([loss.detach() * y.numel(), (logits.detach().argmax(1) == y).sum(),
-                             torch.tensor(y.numel(), device=y.device)]).double()
+        # new_full is a device fill; torch.tensor(n, device=cuda) would be a blocking host copy every step.
+        n = loss.new_full((), y.numel())
+        stats = torch.stack([loss.detach() * n, (logits.detach().argmax(1) == y).sum().to(n), n]).double()
         self._train_acc = stats if self._train_acc is None else self._train_acc + stats
         return loss
 
@@ -68,8 +69,8 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, reduction="sum")
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
-        stats = torch.stack([loss, (top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
-                             torch.tensor(y.numel(), device=y.device)]).double()
+        n = loss.new_full((), y.numel())
+        stats = torch.stack([loss, (top[:, 0] == y).sum().to(n), (top == y[:, None]).any(1).sum().to(n), n]).double()
         acc = self._eval_acc.get(dataloader_idx)
         self._eval_acc[dataloader_idx] = stats if acc is None else acc + stats
 

@@ -14,8 +14,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from bench.run.trials import effective_search, expand
-from bench.spec import Protocol, load_suite
+from bench.spec import load_suite
+from bench.trials import make_plan
 from bench.train.schedule import total_steps
 
 # Training-set and test-set sizes, for step counts without reading the files.
@@ -80,17 +80,18 @@ def _fmt_h(hours: float) -> str:
 
 def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
          probe: bool = True) -> str:
+    from bench import models
+
     suite = load_suite(suite_ref)
-    trials = expand(suite, profile, dataset, seeds)
-    search = effective_search(suite, profile)
-    samples = search["num_samples"] if search else 1
-    ds = trials[0].dataset
+    pl = make_plan(suite, profile, dataset, seeds, model_options=lambda m: set(models.model_options(m)))
+    trials = pl.trials
+    ds = pl.dataset
     n_train, n_test = SPLITS.get(ds, (50000, 10000))
     channels, size = IMAGE.get(ds, (3, 32))
     per_cell: dict[str, dict] = defaultdict(lambda: {"trials": 0, "images": 0.0})
     gpu_req = cpu_req = 0.0
     for t in trials:
-        p = Protocol.model_validate(t.protocol)
+        p = t.protocol
         n = min(p.train_subset or n_train, n_train) - p.val_split
         spe = max(1, n // p.batch_size)
         steps = total_steps(p, spe)
@@ -98,19 +99,17 @@ def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, see
         # Evaluation costs about a third of a training step per image (forward only).
         images = steps * p.batch_size + evals * (min(p.test_subset or n_test, n_test) + p.val_split) / 3
         c = per_cell[t.cell]
-        c.update(model=t.model, kwargs=t.model_kwargs, steps=steps, epochs=steps / spe)
-        c["trials"] += samples
-        c["images"] += images * samples
-        n_workers = t.resources.get("workers", 1)
-        gpu_req += t.resources.get("gpus", 0) * n_workers * samples
-        cpu_req += t.resources.get("cpus", 1) * n_workers * samples
+        c.update(model=t.model, kwargs=t.model_kwargs if t.search is None else {}, steps=steps, epochs=steps / spe)
+        c["trials"] += 1
+        c["images"] += images
+        cpu, gpu = t.resources.total()
+        gpu_req += gpu
+        cpu_req += cpu
 
+    r0 = trials[0].resources
     lines = [f"suite {suite.name} — {suite.title}",
-             f"profile {profile}, dataset {ds} (paper: {suite.paper.dataset}), "
-             f"{len(trials) * samples} trials = {len(per_cell)} cells x {len({t.seed for t in trials})} seeds"
-             + (f" x {samples} search samples" if search else ""),
-             f"requests per trial: {trials[0].resources.get('workers', 1)} worker(s) x "
-             f"({trials[0].resources.get('cpus', 1)} CPU, {trials[0].resources.get('gpus', 0)} GPU);"
+             f"{pl.summary()} (paper: {suite.paper.dataset})",
+             f"requests per trial: {r0.workers} worker(s) x ({r0.cpus:g} CPU, {r0.gpus:g} GPU);"
              f" in total {cpu_req:g} CPU-trials, {gpu_req:g} GPU-trials (GPU-trial = one trial holding one GPU)", ""]
     dev = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"this machine's CPU ({torch.get_num_threads()} threads)"

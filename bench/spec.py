@@ -149,11 +149,28 @@ class Protocol(_Strict):
         return self
 
 
+# A data-parallel trial's own slot only coordinates; its Ray Train workers hold the CPUs and GPUs. Ray refuses a
+# zero-CPU Tune trial, so the slot asks for a sliver.
+COORDINATOR_CPU = 0.01
+
+
 class Resources(_Strict):
     """Per trial. With workers > 1 a trial is data-parallel (Ray Train): cpus/gpus are then per worker."""
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
     workers: int = Field(1, ge=1)
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    def slot(self) -> dict[str, float]:
+        """What the trial's own (Tune) slot holds."""
+        return {"cpu": COORDINATOR_CPU, "gpu": 0.0} if self.parallel else {"cpu": self.cpus, "gpu": self.gpus}
+
+    def total(self) -> tuple[float, float]:
+        """(CPUs, GPUs) the trial holds at once, workers and coordinator together."""
+        return (self.workers * self.cpus + (COORDINATOR_CPU if self.parallel else 0.0), self.workers * self.gpus)
 
 
 class SearchParam(_Strict):

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench import BenchError
-from bench.run.trials import Trial, flatten
+from bench.trials import Trial, flatten
 
 T = "bench."  # tag prefix: tags.bench.suite etc. in search_runs' DataFrame
 PARENT = "parent"
@@ -108,10 +108,12 @@ def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial,
     }
     if trial.teacher:
         tags[f"{T}teacher_hash"] = trial.teacher
+    if trial.search_base:
+        tags[f"{T}search_base"] = trial.search_base
     tags.update({f"{T}{k}": v for k, v in (extra_tags or {}).items()})
     run = c.create_run(exp_id, run_name=trial.name, tags=tags)
     params = flatten({"model": trial.model, "model_kwargs": trial.model_kwargs, "seed": trial.seed,
-                      "dataset": trial.dataset, "method": trial.method, "protocol": trial.protocol,
+                      "dataset": trial.dataset, "method": trial.method, "protocol": trial.protocol.model_dump(),
                       "search": trial.search or {}})
     # MLflow caps a param value at 6000 chars and a batch at 100 params.
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -120,30 +122,20 @@ def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial,
     c.update_run(run.info.run_id, status="SCHEDULED")
     return run.info.run_id
 
-def finished_trials(uri: str, exp_id: str) -> dict[str, str]:
-    """config hash -> run id of FINISHED trial runs."""
+def finished_trials(uri: str, exp_id: str) -> dict[str, tuple[str, str]]:
+    """config hash -> (run id, git commit) of the newest FINISHED trial run."""
     c = client(uri)
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     token = None
     while True:
         page = c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status = 'FINISHED'",
-                             max_results=1000, page_token=token)
+                             max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
         for r in page:
-            out.setdefault(r.data.tags.get(f"{T}config_hash", ""), r.info.run_id)
+            out.setdefault(r.data.tags.get(f"{T}config_hash", ""),
+                           (r.info.run_id, r.data.tags.get(f"{T}git_commit", "unknown")))
         token = page.token
         if not token:
             return out
-
-def finished_search_counts(uri: str, exp_id: str) -> dict[str, int]:
-    """search base hash -> number of FINISHED samples."""
-    c = client(uri)
-    out: dict[str, int] = {}
-    for r in c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status = 'FINISHED'",
-                           max_results=50000):
-        b = r.data.tags.get(f"{T}search_base")
-        if b:
-            out[b] = out.get(b, 0) + 1
-    return out
 
 
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
@@ -184,21 +176,31 @@ def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
                                                     tracking_uri=uri))
 
+def _search_df(uri: str, exp: str, filter_string: str, **kw) -> pd.DataFrame:
+    # mlflow.search_runs reads the global tracking URI, and set_tracking_uri exports it to the environment
+    # (child processes would inherit it): set it for this call only.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs([exp], filter_string=filter_string, max_results=50000, **kw)
+    finally:
+        mlflow.set_tracking_uri(before)   # None clears it again
+
+
 def load_runs(uri: str, suite: str) -> pd.DataFrame:
     """All trial runs of a suite as search_runs' DataFrame (metrics.*, params.*, tags.*)."""
     exp = find_experiment(uri, suite)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs([exp], filter_string=f"tags.`{T}kind` = 'trial'", max_results=50000)
+    return _search_df(uri, exp, f"tags.`{T}kind` = 'trial'")
+
 
 def load_parents(uri: str, suite: str) -> pd.DataFrame:
     exp = find_experiment(uri, suite)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs([exp], filter_string=f"tags.`{T}kind` = '{PARENT}'", max_results=50000,
-                              order_by=["attributes.start_time DESC"])
+    return _search_df(uri, exp, f"tags.`{T}kind` = '{PARENT}'", order_by=["attributes.start_time DESC"])
+
 
 def load_curves(uri: str, run_ids: list[str], metrics: tuple[str, ...] = (
         "train_error", "train_loss", "test_error", "test_loss", "val_error", "lr", "epoch",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -15,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from bench import data as bdata
 from bench import track
 from bench.run import ray_exec, worker
-from bench.run.driver import tune_resources
-from bench.run.trials import expand
+from helpers import expand
 from bench.spec import load_suite
-from bench.train.fit import shard_indices
+from bench.data.trial_data import shard_indices
+from bench.trials import Trial
+
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,12 @@ def test_shards_are_disjoint_balanced_and_seeded():
 def test_two_worker_gloo_trial_through_tune_and_ray_train(ray_runtime, tmp_path):
     suite = load_suite("resnext_imagenet")
     (base,) = expand(suite, "smoke_ddp")
-    assert base.resources["workers"] == 2
+    assert base.resources.workers == 2
     # The tiniest ImageNet-family net at 224×224; global batch 4 = 2 per worker, 4 train images per rank:
     # 2 steps an epoch. 3 iterations end mid-epoch, so the final evaluation after fit runs under DDP too.
-    proto = {**base.protocol, "epochs": None, "iterations": 3, "batch_size": 4, "train_subset": 8,
+    proto = {**base.protocol.model_dump(), "epochs": None, "iterations": 3, "batch_size": 4, "train_subset": 8,
              "test_subset": 6}
-    t = replace(base, model="resnet18", protocol=proto)
+    t = Trial.from_dict({**base.to_dict(), "model": "resnet18", "protocol": proto})
     ds = bdata.load("synthetic", size=224, n_train=8, n_test=6)
     assert ds.image_size == 224
 
@@ -61,12 +61,12 @@ def test_two_worker_gloo_trial_through_tune_and_ray_train(ray_runtime, tmp_path)
     parent = track.start_parent(uri, exp, suite=suite.name, profile="smoke_ddp", dataset="synthetic",
                                 argv=["test"], n_trials=1, n_skipped=0)
     rid = track.create_trial_run(uri, exp, parent, t)
-    cfg = {"trial": t.to_dict(), "uri": uri, "run_id": rid, "teacher_run": None, "save_checkpoint": False,
-           "exp": exp, "parent": parent}
+    cfg = {"trial": t.to_dict(), "name": t.name, "uri": uri, "run_id": rid, "teacher_run": None,
+           "save_checkpoint": False}
     events: list[tuple[str, str]] = []
     out = ray_exec.run_wave(worker.trainable, [cfg], data=ds, storage=tmp_path / "ray_results", name="ddp",
                             on_event=lambda ev, key, res: events.append((ev, key)),
-                            resources=lambda c: tune_resources(c["cfg"]["trial"]["resources"]))
+                            resources=lambda c: Trial.from_dict(c["cfg"]["trial"]).resources.slot())
 
     track.end_run(uri, parent, "FINISHED")
     o = out[rid]

@@ -14,8 +14,9 @@ from bench import BenchError
 from bench import track
 from bench.report import (ReportError, build_report, cell_stats, check_claims, iters_to, judge, paper_table,
                           select_runs)
-from bench.run.trials import expand
+from helpers import expand
 from bench.spec import load_suite
+
 
 SUITE_YAML = """
 name: tiny

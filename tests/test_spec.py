@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.run.trials import Trial, expand, flatten, waves
+from bench.trials import Trial, flatten, waves
+from helpers import expand, proto
 from bench.spec import SpecError, list_suites, load_suite, resolve_protocol
 from bench.train.schedule import lr_at, milestone_steps, total_steps
+
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,19 +113,20 @@ def test_profile_overrides_and_cell_overrides(tmp_path):
         expand(s, "fast")
 
 
-TRIAL = Trial(suite="mini", cell="a", seed=3, profile="smoke", dataset="synthetic", model="resnet20",
-              model_kwargs={"shortcut": "A"}, protocol={"iterations": 100, "optimizer": {"lr": 0.1}},
-              resources={"cpus": 1})
+TRIAL = Trial.from_dict(dict(suite="mini", cell="a", seed=3, profile="smoke", dataset="synthetic", model="resnet20",
+                             model_kwargs={"shortcut": "A"}, protocol={"iterations": 100, "optimizer": {"lr": 0.1}},
+                             resources={"cpus": 1}))
 
 
 def test_config_hash_is_stable_and_sensitive():
     # A golden value: changing it silently would make every earlier run look unfinished (or wrongly finished).
-    assert TRIAL.config_hash == "0424d6f6f111d729"
-    same = Trial(**{**TRIAL.to_dict(), "profile": "other", "resources": {"cpus": 8, "gpus": 1}})
+    # HASH_VERSION 2 (lr metric and FitNet hint-loss semantics) changed it from 0424d6f6f111d729.
+    assert TRIAL.config_hash == "9ddf0a6357a1deaa"
+    same = Trial.from_dict({**TRIAL.to_dict(), "profile": "other", "resources": {"cpus": 8, "gpus": 1}})
     assert same.config_hash == TRIAL.config_hash
     for change in ({"seed": 4}, {"dataset": "cifar10"}, {"model_kwargs": {"shortcut": "B"}},
                    {"protocol": {"iterations": 101, "optimizer": {"lr": 0.1}}}):
-        assert Trial(**{**TRIAL.to_dict(), **change}).config_hash != TRIAL.config_hash
+        assert Trial.from_dict({**TRIAL.to_dict(), **change}).config_hash != TRIAL.config_hash
 
 
 def test_expand_seeds_and_teacher_order(tmp_path):

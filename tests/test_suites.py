@@ -13,8 +13,10 @@ import pytest
 
 from bench.data import DATASETS
 from bench.models import list_models, model_options
-from bench.run.trials import expand, waves
+from bench.trials import waves
+from helpers import expand, proto
 from bench.spec import Protocol, Suite, load_suite, resolve_protocol
+
 
 SUITES = [
     "resnet_cifar", "degradation", "preact", "resnext_imagenet", "resnext_cifar", "densenet", "highway_fitnet",
@@ -81,12 +83,12 @@ def test_smoke_profile_is_tiny(name):
     if s.search is not None:
         assert p.search is not None and p.search.get("num_samples", s.search.num_samples) <= 2
     for t in trials(name, "smoke"):
-        pr = t.protocol
+        pr = proto(t)
         assert pr["iterations"] is None and pr["epochs"] in (1, 2), f"{t.cell}: {pr['epochs']} epochs"
         assert pr["train_subset"] is not None and pr["train_subset"] <= 128
         assert pr["test_subset"] is not None and pr["test_subset"] <= 64
         assert pr["batch_size"] == 32
-        assert t.resources == {"cpus": 1, "gpus": 0, "workers": 1}
+        assert t.resources.model_dump() == {"cpus": 1, "gpus": 0, "workers": 1}
 
 
 @pytest.mark.parametrize("name", SUITES)
@@ -98,8 +100,8 @@ def test_reduced_profile_fits_a_small_cpu(name):
     seeds = p.seeds if isinstance(p.seeds, int) else len(p.seeds or s.seeds)
     assert seeds <= 2
     for t in trials(name, "reduced"):
-        pr = t.protocol
-        assert t.resources == {"cpus": 1, "gpus": 0, "workers": 1}
+        pr = proto(t)
+        assert t.resources.model_dump() == {"cpus": 1, "gpus": 0, "workers": 1}
         assert pr["iterations"] is None and pr["epochs"] <= 10
         assert pr["train_subset"] is not None and pr["train_subset"] * pr["epochs"] <= 50_000
         assert pr["test_subset"] is not None and pr["test_subset"] <= 2000
@@ -121,7 +123,7 @@ def test_reduced_keeps_the_schedule_shape(name):
     s = suite(name)
     for t in trials(name, "reduced"):
         paper = resolve_protocol(s, "paper", s.cell(t.cell)).model_dump()
-        red = t.protocol
+        red = proto(t)
         if paper["schedule"]["kind"] != "multistep":
             assert red["schedule"]["kind"] == paper["schedule"]["kind"]
             continue
@@ -257,23 +259,23 @@ def test_preact_paper_profile_is_ten_cells_by_five_seeds():
 
 def test_preact_warms_up_every_paper_cell_but_not_the_short_runs():
     for t in trials("preact", "paper"):
-        assert t.protocol["schedule"]["warmup"] == {"lr": 0.01, "iterations": 400}
-        assert t.protocol["iterations"] == 64000
-        assert t.protocol["schedule"]["milestones"] == [32000, 48000]
+        assert proto(t)["schedule"]["warmup"] == {"lr": 0.01, "iterations": 400}
+        assert proto(t)["iterations"] == 64000
+        assert proto(t)["schedule"]["milestones"] == [32000, 48000]
     for prof in ("reduced", "smoke"):
-        assert all(t.protocol["schedule"]["warmup"] is None for t in trials("preact", prof))
+        assert all(proto(t)["schedule"]["warmup"] is None for t in trials("preact", prof))
 
 
 def test_resnet110_alone_gets_the_warmup():
     s = suite("resnet_cifar")
     by_cell = {t.cell: t for t in trials("resnet_cifar", "paper") if t.seed == 0}
-    assert by_cell["resnet110"].protocol["schedule"]["warmup"] == {"lr": 0.01, "iterations": 400}
+    assert proto(by_cell["resnet110"])["schedule"]["warmup"] == {"lr": 0.01, "iterations": 400}
     for cid in ("resnet20", "resnet56", "resnet1202", "plain56"):
-        assert by_cell[cid].protocol["schedule"]["warmup"] is None
+        assert proto(by_cell[cid])["schedule"]["warmup"] is None
     # A short run drops it even if ResNet-110 is asked for explicitly (400 steps would be the whole run).
     for prof in ("reduced", "smoke"):
         (t, *_) = expand(s, prof, cells=["resnet110"])
-        assert t.protocol["schedule"]["warmup"] is None
+        assert proto(t)["schedule"]["warmup"] is None
 
 
 def test_fitnet_students_follow_their_teacher():
@@ -291,9 +293,9 @@ def test_fitnet_students_follow_their_teacher():
             j = pos[("teacher", t.seed)]
             assert j < i, f"{prof}: {t.name} is expanded before its teacher"
             assert t.teacher == ts[j].config_hash
-            d = t.protocol["distill"]
+            d = proto(t)["distill"]
             assert d["temperature"] == 3.0 and d["lambda_start"] == 4.0 and d["lambda_end"] == 1.0
-            assert 0 < d["hint_epochs"] < t.protocol["epochs"], "the hint stage must leave room for distillation"
+            assert 0 < d["hint_epochs"] < proto(t)["epochs"], "the hint stage must leave room for distillation"
         order = waves(ts)
         assert all(t.method != "fitnet" for t in order[0]) and all(t.method == "fitnet" for t in order[1])
     # Selecting a student pulls its teacher in.
@@ -302,12 +304,12 @@ def test_fitnet_students_follow_their_teacher():
 
 def test_highway_asterisk_nets_train_on_40k():
     s = suite("highway_fitnet")
-    paper = {t.cell: t.protocol["train_subset"] for t in trials("highway_fitnet", "paper")}
+    paper = {t.cell: proto(t)["train_subset"] for t in trials("highway_fitnet", "paper")}
     assert paper["highway3"] == paper["highway4"] == 40000
     assert paper["highway1"] is None and paper["highway2"] is None and paper["teacher"] is None
     # The reduced profile's own subset replaces the cell's (documented in the suite).
     (t, *_) = expand(s, "reduced", cells=["highway3"])
-    assert t.protocol["train_subset"] == s.profiles["reduced"].protocol["train_subset"]
+    assert proto(t)["train_subset"] == s.profiles["reduced"].protocol["train_subset"]
 
 
 def test_highway_depth_searches_like_the_paper():
@@ -333,8 +335,8 @@ def test_imagenet_smoke_runs_only_the_smallest_net():
     s = suite("resnext_imagenet")
     assert {t.cell for t in trials("resnext_imagenet", "smoke")} == {"resnet50"}
     paper = trials("resnext_imagenet", "paper")
-    assert all(t.protocol["batch_size"] == 256 and t.protocol["epochs"] == 100 for t in paper)
-    assert all(t.protocol["schedule"]["milestones"] == [30, 60, 90] for t in paper)
+    assert all(proto(t)["batch_size"] == 256 and proto(t)["epochs"] == 100 for t in paper)
+    assert all(proto(t)["schedule"]["milestones"] == [30, 60, 90] for t in paper)
     assert s.dataset == "imagenet"
 
 
@@ -354,7 +356,7 @@ def test_insights_measure_convergence_in_iterations():
 def test_paper_protocols_are_the_papers():
     def proto(name):
         t = trials(name, "paper")[0]
-        return t.protocol
+        return t.protocol.model_dump()
 
     he = proto("resnet_cifar")
     assert (he["batch_size"], he["iterations"], he["optimizer"]["lr"], he["optimizer"]["weight_decay"]) == \

@@ -8,6 +8,7 @@ import torch
 
 from bench import data
 from bench.train.fit import history_csv, run_trial
+from bench.trials import Trial
 from fixtures_data import write_image_folder
 
 
@@ -16,22 +17,22 @@ def synth():
     return data.load("synthetic", n_train=96, n_test=32, channels=1)
 
 
-def trial(**proto):
+def trial(seed=0, **proto):
     p = {"batch_size": 32, "epochs": 2, "schedule": {"unit": "fraction", "milestones": [0.5]}, **proto}
-    return {"cell": "c", "seed": 0, "model": "resnet20", "model_kwargs": {}, "method": "supervised", "protocol": p}
+    return Trial.adhoc("resnet20", p, cell="c", seed=seed)
 
 
 def test_same_seed_same_numbers_other_seed_not(synth):
-    a = run_trial(trial(), synth, threads=1)
-    b = run_trial(trial(), synth, threads=1)
-    c = run_trial({**trial(), "seed": 1}, synth, threads=1)
+    a = run_trial(trial(), synth)
+    b = run_trial(trial(), synth)
+    c = run_trial(trial(seed=1), synth)
     assert a.final["train_loss"] == b.final["train_loss"] and a.final["test_error"] == b.final["test_error"]
     assert a.final["train_loss"] != c.final["train_loss"]
 
 
 def test_epoch_records_and_sinks(synth):
     got = []
-    res = run_trial(trial(), synth, sinks=[lambda rec, step: got.append((step, rec))], threads=1)
+    res = run_trial(trial(), synth, sinks=[lambda rec, step: got.append((step, rec))])
     assert [s for s, _ in got] == [3, 6]                     # 96 images / batch 32 = 3 steps per epoch
     assert [r["lr"] for _, r in got] == pytest.approx([0.1, 0.01])   # lr after each epoch: /10 at 50%
     for _, r in got:
@@ -42,8 +43,7 @@ def test_epoch_records_and_sinks(synth):
 
 def test_iterations_ending_mid_epoch_still_evaluate_the_final_weights(synth):
     got = []
-    res = run_trial(trial(epochs=None, iterations=4), synth, sinks=[lambda rec, step: got.append((step, rec))],
-                    threads=1)
+    res = run_trial(trial(epochs=None, iterations=4), synth, sinks=[lambda rec, step: got.append((step, rec))])
     assert res.history[-1]["step"] == 4 and "test_error" in res.history[-1]
     assert got[-1][0] == 4 and "test_error" in got[-1][1]
 
@@ -51,16 +51,15 @@ def test_iterations_ending_mid_epoch_still_evaluate_the_final_weights(synth):
 def test_warmup_lr_for_resnet110_style_schedules(synth):
     got = []
     t = trial(epochs=None, iterations=9, schedule={"milestones": [7], "warmup": {"lr": 0.01, "iterations": 3}})
-    run_trial(t, synth, sinks=[lambda rec, step: got.append(rec["lr"]) if "lr" in rec else None], threads=1)
+    run_trial(t, synth, sinks=[lambda rec, step: got.append(rec["lr"]) if "lr" in rec else None])
     assert got == pytest.approx([0.01, 0.1, 0.01])   # steps 0-2 warm-up, 3-5 base lr, 6-8 past the milestone
 
 
 def test_imagenet_folder_streams_through_the_same_trainer(tmp_path):
     root = write_image_folder(tmp_path, n_train=4, n_val=2)
     inet = data.load("imagenet", root=root, size=32)
-    t = {"cell": "r18", "seed": 0, "model": "resnet18", "model_kwargs": {}, "method": "supervised",
-         "protocol": {"batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}}}
-    res = run_trial(t, inet, threads=1)
+    t = Trial.adhoc("resnet18", {"batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}}, cell="r18")
+    res = run_trial(t, inet)
     assert res.history[-1]["step"] == 2 and 0 <= res.final["test_error"] <= 1
     assert res.final["params"] > 1e6
 
@@ -76,5 +75,5 @@ def test_training_step_imports_without_ray_and_mlflow():
 def test_bad_subset_is_a_clear_error(synth):
     from bench import BenchError
     with pytest.raises(BenchError, match="train_subset 1000 exceeds the 96 training images"):
-        run_trial(trial(train_subset=1000), synth, threads=1)
+        run_trial(trial(train_subset=1000), synth)
     assert torch.get_num_threads() >= 1

@@ -10,6 +10,7 @@ import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
 class Dataset:
     """A whole dataset in memory as uint8 images (N, C, H, W) and int64 labels."""
 
+    kind: ClassVar[str] = "memory"   # loaders tell datasets apart by kind, never by attributes
     name: str
     train_x: torch.Tensor = field(repr=False)
     train_y: torch.Tensor = field(repr=False)

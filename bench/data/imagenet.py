@@ -133,6 +133,7 @@ class ImageNet:
     """What load('imagenet') returns: Dataset-like metadata plus streaming loaders for 'train' and 'test' (val)."""
 
     in_channels = 3
+    kind = "stream"   # too big for memory: decoded batch by batch on CPU threads
 
     def __init__(self, root: Path, size: int = 224):
         self.name, self.source, self.image_size = NAME, str(root), size

@@ -67,11 +67,15 @@ def resolve_target(suite: Suite, parents: pd.DataFrame, runs: pd.DataFrame, prof
 
 
 def _config_hashes(suite: Suite, profile: str, dataset: str) -> set[str] | None:
-    from bench.run.trials import expand
+    """The hashes of the plan's trials: runs reused under another profile name match through them."""
+    from bench import models
+    from bench.trials import make_plan
+
     try:
-        return {t.config_hash for t in expand(suite, profile, dataset)}
+        plan = make_plan(suite, profile, dataset, model_options=lambda m: set(models.model_options(m)))
     except BenchError:
         return None
+    return {t.config_hash for t in plan.trials}
 
 
 def search_target(suite: Suite, profile: str) -> tuple[str, str] | None:

@@ -1,2 +1,3 @@
-"""Trial expansion (trials.py, pure), Ray execution (ray_exec.py, the only Ray imports), the per-trial
-trainable (worker.py) and the driver behind `bench run` (driver.py)."""
+"""The run layer: the driver behind `bench run` (driver.py), the per-trial trainable (worker.py), the live
+display (progress.py), and ray_exec.py, the one module that imports Ray (Tune trials and Ray Train workers).
+Trial expansion is the pure planning layer, bench.trials."""

@@ -1,14 +1,17 @@
-"""Every Ray import lives here (Ray's API has moved before: run_experiments -> tune.run -> Tuner).
+"""Every Ray import of bench lives here (Ray's API has moved before: run_experiments -> tune.run -> Tuner).
 
 Trials run as Ray Tune trials: `Tuner` + `tune.with_resources` for per-trial CPUs/GPUs, `tune.with_parameters`
-to put the dataset in the object store once, and a grid over the trial list.
+to put the dataset in the object store once, and a grid over the wave's trials. A data-parallel trial runs a
+Ray Train TorchTrainer inside its Tune trial (bottom of this file).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,50 +101,24 @@ class _Progress(tune.Callback):
 
 
 def _key(trial) -> str:
-    return trial.config["cfg"].get("run_id") or trial.trial_id
+    return trial.config["cfg"]["run_id"]
 
 
 def _name(trial) -> str:
-    t = trial.config["cfg"]["trial"]
-    return f"{t['cell']}-s{t['seed']}" + (f"#{trial.trial_id[-5:]}" if "search" in trial.config else "")
-
-
-def sampler(space: dict[str, dict]) -> dict[str, Any]:
-    """The suite's search space as Tune domains."""
-    out = {}
-    for key, p in space.items():
-        if p["dist"] == "loguniform":
-            out[key] = tune.loguniform(p["low"], p["high"])
-        elif p["dist"] == "uniform":
-            out[key] = tune.uniform(p["low"], p["high"])
-        elif p["dist"] == "randint":
-            out[key] = tune.randint(int(p["low"]), int(p["high"]))
-        else:
-            out[key] = tune.choice(p["values"])
-    return out
+    return trial.config["cfg"]["name"]
 
 
 def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: Callable[[dict], dict],
              data: Any, storage: Path, name: str, on_event: Callable[[str, str, dict], None],
-             max_concurrent: int = 0, search: dict[str, Any] | None = None) -> dict[str, Outcome]:
-    """Run one wave of independent trials; returns key -> outcome (key: the run id, or for a search the Tune
-    trial id). A failing trial does not stop the rest. With `search`, every config is sampled
-    `num_samples` times by Tune's random search (seeded, so a re-run draws the same samples)."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
+             max_concurrent: int = 0) -> dict[str, Outcome]:
+    """Run one wave of independent trials; returns run id -> outcome. A failing trial does not stop the rest."""
     fn = tune.with_resources(tune.with_parameters(trainable, data=data), resources=resources)
-    space: dict[str, Any] = {"cfg": tune.grid_search(configs)}
-    extra: dict[str, Any] = {}
-    if search:
-        space["search"] = sampler(search["space"])
-        extra = {"num_samples": search["num_samples"], "search_alg": BasicVariantGenerator(random_state=0)}
     tuner = tune.Tuner(
         fn,
-        param_space=space,
+        param_space={"cfg": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.config['cfg']['trial']['cell']}"
-                                                                    f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}",
-                                    **extra),
+                                                                    f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                   callbacks=[_Progress(lambda ev, rid, res: on_event(ev, rid, res))],
                                   failure_config=tune.FailureConfig(max_failures=0)),
@@ -149,7 +126,7 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
     grid = tuner.fit()
     out: dict[str, Outcome] = {}
     for r in grid:
-        rid = r.config["cfg"].get("run_id") or r.metrics.get("trial_id") or r.path
+        rid = r.config["cfg"]["run_id"]
         if r.error is not None:
             out[rid] = Outcome("FAILED", _short_error(r.error))
         else:
@@ -169,3 +146,118 @@ def _short_error(e: BaseException) -> str:
 
 def report(metrics: dict[str, Any]) -> None:
     tune.report(metrics)
+
+
+# ---- data-parallel trials: one Ray Train TorchTrainer per Tune trial, each worker one Lightning DDP rank --------
+#
+# The Tune trial (worker.trainable) holds only the coordinating slot (Resources.slot) and owns the MLflow run; the
+# TorchTrainer's workers hold the CPUs/GPUs. Every rank runs bench.train.fit.run_trial with Ray's Lightning
+# strategy, plugin and prepare_trainer on its own disjoint shard; the epoch sums are all-reduced, so the records
+# are global. Rank 0 streams them to MLflow; every rank calls ray.train.report (a barrier in Train v2), and rank
+# 0's reports reach the Tune trial through TuneReportCallback. Rank 0's return value carries the final metrics.
+
+@dataclass
+class DataParallelResult:
+    final: dict[str, float]
+    history: list[dict]
+    device: str
+    world_size: int = 1
+    ranks: list[dict[str, Any]] = field(default_factory=list)   # per rank: rank, device, steps, shard size...
+    shard_overlap: int = 0                                       # train images on more than one rank (0)
+
+    def summary(self) -> str:
+        """Compact JSON of the ranks (no index lists), for an MLflow tag."""
+        return json.dumps({"world_size": self.world_size, "shard_overlap": self.shard_overlap,
+                           "ranks": self.ranks}, separators=(",", ":"))
+
+
+def _train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
+    """One rank. Runs inside a Ray Train worker."""
+    import torch.distributed as dist
+    import ray.train
+    import ray.train.torch
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    from bench import track
+    from bench.train.fit import Distributed, run_trial
+    from bench.trials import Trial
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    trial, uri, run_id = Trial.from_dict(config["trial"]), config["uri"], config["run_id"]
+    data = ray.get(config["data"])
+    tracker = track.TrialTracker(uri, run_id) if rank == 0 and run_id else None
+    sinks = []
+    if tracker is not None:
+        sinks.append(lambda rec, step: tracker.log_metrics(rec, step))
+    # Every rank reports (Train v2 wants the same number of reports from each); Tune sees rank 0's.
+    sinks.append(lambda rec, step: ray.train.report({**rec, "step": step, "run_id": run_id}))
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-r{rank}-"))
+    strategy = RayDDPStrategy(find_unused_parameters=trial.method == "fitnet")  # the hint stage skips the head
+    ctx_dist = Distributed(rank, world, ray.train.torch.get_device(),
+                           {"strategy": strategy, "plugins": [RayLightningEnvironment()], "devices": "auto",
+                            "use_distributed_sampler": False}, prepare_trainer)
+    res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=config.get("teacher_state"),
+                    save_checkpoint=config["save_checkpoint"] and rank == 0, dist=ctx_dist)
+    mine = {**res.rank, "device": res.device}
+    everyone: list[dict | None] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    if rank != 0:
+        return None
+    if res.checkpoint is not None and tracker is not None:
+        # The Tune trial may sit on another node: rank 0 logs the weights itself.
+        tracker.log_artifact(res.checkpoint, config["checkpoint_dir"])
+    return {"final": res.final, "history": res.history, "device": res.device, "ranks": everyone}
+
+
+def _tune_callbacks() -> list:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    try:
+        return [TuneReportCallback()]
+    except RuntimeError:  # not inside a Tune trial (called directly)
+        return []
+
+
+def _train_storage() -> str:
+    try:
+        return str(Path(tune.get_context().get_trial_dir()) / "train")
+    except Exception:  # noqa: BLE001 - no Tune context outside a trial
+        return tempfile.mkdtemp(prefix="bench-train-")
+
+
+def run_data_parallel(trial, data, *, uri: str, run_id: str | None, teacher_state: dict | None = None,
+                      save_checkpoint: bool = False, checkpoint_dir: str = "checkpoint") -> DataParallelResult:
+    """Train `trial` on trial.resources.workers Ray Train workers; returns rank 0's result with every rank's
+    summary. Per-epoch records go to MLflow (rank 0) and, inside a Tune trial, to Tune."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    r = trial.resources
+    cpu, gpu = r.total()
+    have = ray.cluster_resources()
+    if cpu > have.get("CPU", 0) + 1e-9 or gpu > have.get("GPU", 0) + 1e-9:
+        raise BenchError(f"a data-parallel trial of {r.workers} workers needs {cpu:g} CPU and {gpu:g} GPU; the Ray "
+                         f"cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU")
+    config = {"trial": trial.to_dict(), "data": ray.put(data), "uri": uri, "run_id": run_id,
+              "teacher_state": teacher_state, "save_checkpoint": save_checkpoint, "checkpoint_dir": checkpoint_dir}
+    scaling = ScalingConfig(num_workers=r.workers, use_gpu=r.gpus > 0,
+                            resources_per_worker={"CPU": r.cpus, **({"GPU": r.gpus} if r.gpus > 0 else {})})
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=config, scaling_config=scaling,
+        run_config=RunConfig(name=f"ddp-{trial.cell}-s{trial.seed}-{(run_id or 'direct')[:8]}",
+                             storage_path=_train_storage(), callbacks=_tune_callbacks(),
+                             failure_config=FailureConfig(max_failures=0)))
+    out = trainer.fit().return_value
+    if not out:
+        raise BenchError(f"trial {trial.cell}: the data-parallel run returned no result from rank 0")
+    ranks = sorted(out["ranks"], key=lambda x: x["rank"])
+    seen: set[int] = set()
+    for x in ranks:
+        s = set(x.pop("shard"))
+        if seen & s:
+            raise BenchError(f"trial {trial.cell}: rank shards overlap on {len(seen & s)} training images")
+        seen |= s
+        x["shard_size"] = len(s)
+    return DataParallelResult(final=out["final"], history=out["history"], device=f"{len(ranks)}× {out['device']}",
+                              world_size=len(ranks), ranks=ranks)

@@ -22,6 +22,7 @@ from bench import models
 from bench.data import load
 from bench.data.loader import DeviceLoader
 from bench.train.fit import run_trial
+from bench.trials import Trial
 
 
 def _sync(dev: torch.device) -> None:
@@ -53,10 +54,10 @@ def bare_loop(data, model_name: str, batch: int, dev: torch.device, precision: s
 
 
 def harness(data, model_name: str, batch: int, dev: torch.device, precision: str) -> float:
-    trial = {"cell": "bench", "seed": 0, "model": model_name, "model_kwargs": {}, "method": "supervised",
-             "protocol": {"batch_size": batch, "epochs": 2, "precision": precision, "test_subset": batch,
-                          "schedule": {"kind": "multistep", "unit": "fraction", "milestones": [0.5, 0.75]}}}
-    res = run_trial(trial, data, want_gpu=dev.type == "cuda")
+    trial = Trial.adhoc(model_name, {"batch_size": batch, "epochs": 2, "precision": precision, "test_subset": batch,
+                                     "schedule": {"kind": "multistep", "unit": "fraction", "milestones": [0.5, 0.75]}},
+                        cell="bench", cpus=torch.get_num_threads(), gpus=1 if dev.type == "cuda" else 0)
+    res = run_trial(trial, data)
     return res.history[-1]["images_per_sec"]
 
 

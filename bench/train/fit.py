@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from bench import BenchError
-from bench.data import Dataset
-from bench.data.loader import DeviceLoader, normalize
+from bench.data.trial_data import build_loaders
 from bench.spec import Protocol
+from bench.trials import Trial
 from bench.train.module import Classifier, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
 
@@ -35,6 +35,18 @@ class TrialResult:
     device: str = "cpu"
     # Data-parallel runs only: this rank's view (rank, world_size, steps, shard indices, train images seen).
     rank: dict[str, Any] | None = None
+
+
+@dataclass
+class Distributed:
+    """One rank of a data-parallel trial. The caller brings the distributed runtime (Ray Train); nothing here
+    imports it. trainer_kwargs go over ours (strategy, plugins, ...; "callbacks" are appended to ours);
+    prepare is applied to the Trainer before fit (e.g. Ray Train's prepare_trainer)."""
+    rank: int
+    world: int
+    device: torch.device
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[L.Trainer], L.Trainer] | None = None
 
 
 def seed_all(seed: int) -> None:
@@ -59,101 +71,6 @@ def device_name(dev: torch.device) -> str:
     except OSError:
         pass
     return f"cpu{' ' + model if model else ''} ({torch.get_num_threads()} threads of {os.cpu_count()})"
-
-
-def shard_indices(n: int, rank: int, world: int, seed: int) -> torch.Tensor:
-    """Rank `rank`'s slice of a seeded permutation of range(n): disjoint across ranks, n // world each (the
-    remainder is dropped) so every rank takes the same number of steps."""
-    # Offset the seed: subset_train and split draw their permutations from the trial seed itself.
-    g = torch.Generator().manual_seed(seed + 0x5A4D)
-    per = n // world
-    return torch.randperm(n, generator=g)[rank * per:(rank + 1) * per].sort().values
-
-
-def build_loaders(data: Dataset, proto: Protocol, seed: int, device: torch.device,
-                  shard: tuple[int, int] | None = None):
-    """Train loader plus named eval loaders. Subsets and the validation split are seeded by the trial seed.
-
-    shard=(rank, world): this rank trains on its shard_indices() of the train split with batch_size / world
-    (batch_size is the global batch) and evaluates every world-th test/val image; the caller sums across ranks.
-    Returns (data, train, evals, train indices or None)."""
-    if hasattr(data, "train_files"):
-        return _stream_loaders(data, proto, seed, device, shard)
-    if proto.train_subset is not None:
-        if proto.train_subset > len(data.train_y):
-            raise BenchError(f"train_subset {proto.train_subset} exceeds the {len(data.train_y)} training images")
-        data = data.subset_train(proto.train_subset, seed=seed)
-    evals: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    if proto.val_split:
-        data, val = data.split(proto.val_split, seed=seed)
-        evals["val"] = val
-    tx, ty = data.test_x, data.test_y
-    if proto.test_subset is not None and proto.test_subset < len(ty):
-        tx, ty = tx[:proto.test_subset], ty[:proto.test_subset]
-    evals = {"test": (tx, ty), **evals}
-    # Normalisation stats of the whole (subset) train split, so every rank normalises alike.
-    common = dict(mean=data.mean, std=data.std, device=device)
-    a = proto.augment
-    train_x, train_y, batch, loader_seed, idx = data.train_x, data.train_y, proto.batch_size, seed, None
-    if shard is not None and shard[1] > 1:
-        rank, world = shard
-        if proto.batch_size % world:
-            raise BenchError(f"batch_size {proto.batch_size} (the global batch) is not divisible by {world} workers")
-        idx = shard_indices(len(data.train_y), rank, world, seed)
-        if len(idx) == 0:
-            raise BenchError(f"{len(data.train_y)} training images cannot be shared by {world} workers")
-        train_x, train_y, batch = data.train_x[idx], data.train_y[idx], proto.batch_size // world
-        loader_seed = seed * world + rank  # distinct shuffle and augmentation draws per rank
-        evals = {k: (x[rank::world], y[rank::world]) for k, (x, y) in evals.items()}
-    train = DeviceLoader(train_x, train_y, batch_size=batch, train=True, crop_pad=a.crop_pad, flip=a.flip,
-                         drop_last=len(train_y) >= batch, seed=loader_seed, **common)
-    eval_loaders = {k: DeviceLoader(x, y, batch_size=max(batch, 500), train=False, **common)
-                    for k, (x, y) in evals.items()}
-    return data, train, eval_loaders, idx
-
-
-class OnDevice:
-    """A stream of uint8 batches (ImageNet: decoded and augmented by CPU threads, too big to keep in memory),
-    moved to the device and normalised there like the in-memory loaders."""
-
-    def __init__(self, stream, mean, std, device: torch.device):
-        self.stream, self.device = stream, device
-        self.mean = torch.tensor(mean, device=device)
-        self.std = torch.tensor(std, device=device)
-
-    def __len__(self) -> int:
-        return len(self.stream)
-
-    def __iter__(self):
-        for x, y in self.stream:
-            x = x.to(self.device, non_blocking=True)
-            yield normalize(x, self.mean, self.std), y.to(self.device, non_blocking=True)
-
-
-def _stream_loaders(data, proto: Protocol, seed: int, device: torch.device, shard: tuple[int, int] | None):
-    from bench.data.imagenet import ImageStream
-
-    files, labels = list(data.train_files), list(data.train_labels)
-    if proto.train_subset is not None and proto.train_subset < len(files):
-        pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:proto.train_subset]
-        files, labels = [files[i] for i in pick], [labels[i] for i in pick]
-    tf, tl = list(data.test_files), list(data.test_labels)
-    if proto.test_subset is not None:
-        tf, tl = tf[:proto.test_subset], tl[:proto.test_subset]
-    batch, loader_seed, idx = proto.batch_size, seed, None
-    if shard is not None and shard[1] > 1:
-        rank, world = shard
-        if batch % world:
-            raise BenchError(f"batch_size {batch} (the global batch) is not divisible by {world} workers")
-        idx = shard_indices(len(files), rank, world, seed)
-        files, labels = [files[i] for i in idx], [labels[i] for i in idx]
-        batch, loader_seed = batch // world, seed * world + rank
-        tf, tl = tf[rank::world], tl[rank::world]
-    train = ImageStream(files, labels, batch_size=batch, train=True, size=data.image_size, seed=loader_seed,
-                        drop_last=len(files) >= batch)
-    test = ImageStream(tf, tl, batch_size=max(batch, 100), train=False, size=data.image_size)
-    return (data, OnDevice(train, data.mean, data.std, device),
-            {"test": OnDevice(test, data.mean, data.std, device)}, idx)
 
 
 class SumAcrossRanks(L.Callback):
@@ -194,7 +111,7 @@ class SumAcrossRanks(L.Callback):
             pl_module._eval_acc[i] = trainer.strategy.reduce(acc, reduce_op="sum")
 
 
-def build_model(name: str, kwargs: dict[str, Any], data: Dataset, proto: Protocol):
+def build_model(name: str, kwargs: dict[str, Any], data, proto: Protocol):
     from bench import models
 
     kw = dict(kwargs)
@@ -211,91 +128,101 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
-def run_trial(trial: dict[str, Any], data: Dataset, *, sinks: list[Sink] = (), threads: float | None = None,
-              want_gpu: bool = False, workdir: Path | None = None, teacher_state: dict | None = None,
-              save_checkpoint: bool = False, device: torch.device | None = None,
-              shard: tuple[int, int] | None = None, trainer_kwargs: dict[str, Any] | None = None,
-              prepare: Callable[[L.Trainer], L.Trainer] | None = None) -> TrialResult:
-    """Train one trial (a Trial.to_dict()) to the end of its protocol and return its final metrics.
+def build_module(trial: Trial, data, steps_per_epoch: int, n_steps: int, eval_names: tuple[str, ...],
+                 teacher_state: dict | None) -> Classifier:
+    proto = trial.protocol
+    model = build_model(trial.model, trial.model_kwargs, data, proto)
+    if trial.method != "fitnet":
+        return Classifier(model, proto, steps_per_epoch, eval_names, data.num_classes)
+    if teacher_state is None:
+        raise BenchError(f"trial {trial.cell}: a FitNet student needs its teacher's checkpoint")
+    from bench.models.fitnet import HintRegressor
 
-    Data-parallel hooks (the caller brings the distributed runtime; nothing here imports it):
-    device: this rank's device instead of pick_device(want_gpu). shard=(rank, world): train on this rank's
-    disjoint shard at batch_size / world, evaluate a 1/world slice, sum the epoch sums across ranks.
-    trainer_kwargs: Trainer arguments over ours (strategy, plugins, ...; "callbacks" are appended to ours).
-    prepare: applied to the Trainer before fit (e.g. Ray Train's prepare_trainer)."""
-    quiet_lightning()
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    proto = Protocol.model_validate(trial["protocol"])
-    seed = int(trial["seed"])
-    seed_all(seed)
-    dev = device if device is not None else pick_device(want_gpu)
-    data, train_loader, eval_loaders, shard_idx = build_loaders(data, proto, seed, dev, shard)
-    steps_per_epoch = len(train_loader)
-    n_steps = _total_steps(proto, steps_per_epoch)
-    model = build_model(trial["model"], trial["model_kwargs"], data, proto)
-    names = tuple(eval_loaders)
-    if trial.get("method", "supervised") == "fitnet":
-        if teacher_state is None:
-            raise BenchError(f"trial {trial['cell']}: a FitNet student needs its teacher's checkpoint")
-        from bench.models.fitnet import HintRegressor
+    teacher = build_model(teacher_state["model"], teacher_state["model_kwargs"], data, proto)
+    teacher.load_state_dict(teacher_state["state_dict"])
+    d = proto.distill
+    hint_steps = int(round((d.hint_epochs if d else 0) * steps_per_epoch))
+    return FitNetStudent(model, proto, steps_per_epoch, eval_names, data.num_classes, teacher,
+                         HintRegressor(model.hint_shape, teacher.hint_shape), hint_steps, n_steps)
 
-        teacher = build_model(teacher_state["model"], teacher_state["model_kwargs"], data, proto)
-        teacher.load_state_dict(teacher_state["state_dict"])
-        d = proto.distill
-        hint_steps = int(round((d.hint_epochs if d else 0) * steps_per_epoch))
-        module = FitNetStudent(model, proto, steps_per_epoch, names, data.num_classes, teacher,
-                               HintRegressor(model.hint_shape, teacher.hint_shape), hint_steps, n_steps)
-    else:
-        module = Classifier(model, proto, steps_per_epoch, names, data.num_classes)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    # images/s counts the global batch: all ranks step together.
-    reporter = EpochReporter(list(sinks), n_steps, proto.batch_size, sync)
-    reducer = SumAcrossRanks(len(eval_loaders)) if shard_idx is not None else None
+
+def _trainer(trial: Trial, dev: torch.device, n_steps: int, callbacks: list, workdir: Path | None,
+             dist: Distributed | None) -> L.Trainer:
     kw: dict[str, Any] = dict(
         accelerator="gpu" if dev.type == "cuda" else "cpu", devices=[dev.index] if dev.type == "cuda" else 1,
-        max_steps=n_steps, max_epochs=-1, precision=proto.precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        check_val_every_n_epoch=proto.eval_every, callbacks=[c for c in (reducer, reporter) if c is not None],
-        default_root_dir=str(workdir) if workdir else None,
-    )
-    extra = dict(trainer_kwargs or {})
-    kw["callbacks"] += list(extra.pop("callbacks", []))
-    kw.update(extra)
+        max_steps=n_steps, max_epochs=-1, precision=trial.protocol.precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=trial.protocol.eval_every, callbacks=callbacks,
+        default_root_dir=str(workdir) if workdir else None)
+    if dist is not None:
+        extra = dict(dist.trainer_kwargs)
+        kw["callbacks"] = callbacks + list(extra.pop("callbacks", []))
+        kw.update(extra)
     trainer = L.Trainer(**kw)
-    if prepare is not None:
-        trainer = prepare(trainer)
+    return dist.prepare(trainer) if dist is not None and dist.prepare is not None else trainer
+
+
+def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | None = None,
+              teacher_state: dict | None = None, save_checkpoint: bool = False,
+              dist: Distributed | None = None) -> TrialResult:
+    """Train one trial to the end of its protocol and return its final metrics. Threads and device come from
+    the trial's resources; `dist` makes this call one rank of a data-parallel trial."""
+    quiet_lightning()
+    torch.set_num_threads(max(1, int(trial.resources.cpus)))
+    seed_all(trial.seed)
+    dev = dist.device if dist is not None else pick_device(trial.resources.gpus > 0)
+    shard = (dist.rank, dist.world) if dist is not None else None
+    data, train_loader, eval_loaders, shard_idx = build_loaders(data, trial.protocol, trial.seed, dev, shard)
+    n_steps = _total_steps(trial.protocol, len(train_loader))
+    module = build_module(trial, data, len(train_loader), n_steps, tuple(eval_loaders), teacher_state)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    # images/s counts the global batch: all ranks step together.
+    reporter = EpochReporter(list(sinks), n_steps, trial.protocol.batch_size, sync)
+    reducer = SumAcrossRanks(len(eval_loaders)) if shard_idx is not None else None
+    trainer = _trainer(trial, dev, n_steps, [c for c in (reducer, reporter) if c is not None], workdir, dist)
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()))
     wall = time.perf_counter() - t0
     if not reporter.history:
-        raise BenchError(f"trial {trial['cell']}: training produced no epoch (steps={n_steps})")
-    # The last epoch may have stopped at max_steps before its evaluation: evaluate once more so that the
-    # final test error always describes the final weights.
-    last = reporter.history[-1]
-    if "test_error" not in last:
-        trainer.validate(module, dataloaders=list(eval_loaders.values()), verbose=False)
-        last.update(module.results)
-        module.results = {}
-        evals = {k: v for k, v in last.items() if k.startswith(("test_", "val_"))}
-        for sink in sinks:
-            sink(evals, last["step"])
-    final = {k: v for k, v in last.items() if k != "step"}
+        raise BenchError(f"trial {trial.cell}: training produced no epoch (steps={n_steps})")
+    _final_eval(trainer, module, list(eval_loaders.values()), reporter.history[-1], sinks)
+    final = _final_metrics(reporter, module.model, wall)
+    ckpt = _save_weights(trial, module.model, workdir) if save_checkpoint else None
+    rank = None
+    if shard_idx is not None:
+        rank = {"rank": dist.rank, "world_size": dist.world, "steps": trainer.global_step,
+                "shard": shard_idx.tolist(), "train_images": reducer.local_images,
+                "train_images_all_ranks": reducer.global_images}
+    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank)
+
+
+def _final_eval(trainer: L.Trainer, module: Classifier, loaders: list, last: dict, sinks) -> None:
+    """The last epoch may have stopped at max_steps before its evaluation: evaluate once more so that the
+    final test error always describes the final weights."""
+    if "test_error" in last:
+        return
+    trainer.validate(module, dataloaders=loaders, verbose=False)
+    last.update(module.results)
+    module.results = {}
+    evals = {k: v for k, v in last.items() if k.startswith(("test_", "val_"))}
+    for sink in sinks:
+        sink(evals, last["step"])
+
+
+def _final_metrics(reporter: EpochReporter, model: torch.nn.Module, wall: float) -> dict[str, float]:
+    final = {k: v for k, v in reporter.history[-1].items() if k != "step"}
     tests = [h["test_error"] for h in reporter.history if "test_error" in h]
     final.update(best_test_error=min(tests), wall_time_s=wall, train_time_s=reporter.train_time,
                  params=float(sum(p.numel() for p in model.parameters())),
                  images_per_sec=_mean_ips(reporter.history))
-    ckpt = None
-    if save_checkpoint:
-        ckpt = Path(workdir or ".") / "model.pt"
-        torch.save({"model": trial["model"], "model_kwargs": trial["model_kwargs"],
-                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, ckpt)
-    rank = None
-    if shard_idx is not None:
-        rank = {"rank": shard[0], "world_size": shard[1], "steps": trainer.global_step,
-                "shard": shard_idx.tolist(), "train_images": reducer.local_images,
-                "train_images_all_ranks": reducer.global_images}
-    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank)
+    return final
+
+
+def _save_weights(trial: Trial, model: torch.nn.Module, workdir: Path | None) -> Path:
+    path = Path(workdir or ".") / "model.pt"
+    torch.save({"model": trial.model, "model_kwargs": trial.model_kwargs,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+    return path
 
 
 def _mean_ips(history: list[dict]) -> float:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models.fitnet import hint_loss
 from bench.spec import Protocol
 from bench.train.schedule import lr_at
 
@@ -119,7 +120,7 @@ class FitNetStudent(Classifier):
             logits, guided = self.model.forward_hint(x)
             with torch.no_grad():
                 _, hint = self.teacher.forward_hint(x)
-            return 0.5 * F.mse_loss(self.regressor(guided), hint), logits
+            return hint_loss(self.regressor(guided), hint), logits
         d = self.protocol.distill
         frac = min(1.0, (step - self.hint_steps) / self.kd_steps)
         lam = d.lambda_start + (d.lambda_end - d.lambda_start) * frac

@@ -22,9 +22,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     console = Console()
     s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
                   tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
-                  console=console)
+                  console=console, state_dir=Path(a.storage) if a.storage else None, max_failures=a.max_failures,
+                  max_trials=(1 << 62) if a.yes else a.max_trials)
     console.print(f"suite {s.suite}: {len(s.finished)} finished, {len(s.failed)} failed, {s.skipped} skipped "
-                  f"in {s.wall_s:.1f} s")
+                  f"in {s.wall_s:.1f} s" + (f", {len(s.diverged)} diverged" if s.diverged else ""))
+    for name, msg in s.diverged.items():
+        console.print(f"  DIVERGED {name}: {msg} (kept as a result)", highlight=False)
     for name, err in s.failed.items():
         console.print(f"  FAILED {name}: {err}", highlight=False)
     console.print(f"next: bench report {a.suite}" + (f" --tracking-uri {a.tracking_uri}" if a.tracking_uri else ""))
@@ -124,6 +127,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p.add_argument("--data-root", help="dataset directory (default: the dataset's standard place)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    p.add_argument("--storage", help="where trial checkpoints and Ray results live (default: ./.bench); on a "
+                                     "multi-node cluster a path every node shares")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a trial whose worker dies, from its last epoch checkpoint (default: 2)")
+    p.add_argument("--max-trials", type=int, help="run more than 1,000 trials (the count, as a check)")
+    p.add_argument("--yes", action="store_true", help="run however many trials the suite expands to")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")
@@ -174,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("bench: interrupted; finished trials are kept in the tracking store", file=sys.stderr)
+        print("bench: interrupted; unfinished trials are marked KILLED and resume from their checkpoints on the "
+              "next run", file=sys.stderr)
         return 130
 
 

@@ -93,6 +93,7 @@ def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: st
     run = c.create_run(exp_id, run_name=f"{suite}:{profile}:{dataset}:{time.strftime('%Y%m%d-%H%M%S')}", tags={
         f"{T}kind": PARENT, f"{T}suite": suite, f"{T}profile": profile, f"{T}dataset": dataset,
         f"{T}git_commit": git_commit(), f"{T}host": platform.node(), f"{T}argv": " ".join(argv)[:5000],
+        f"{T}driver": f"{platform.node()}:{os.getpid()}",
     })
     c.log_batch(run.info.run_id, metrics=[Metric("trials", n_trials, _now(), 0),
                                           Metric("trials_skipped", n_skipped, _now(), 0)])
@@ -138,6 +139,57 @@ def finished_trials(uri: str, exp_id: str) -> dict[str, tuple[str, str]]:
             return out
 
 
+def unfinished_trials(uri: str, exp_id: str) -> dict[str, dict[str, Any]]:
+    """config hash -> the newest trial run that did not finish: run_id, status, parent, diverged."""
+    c = client(uri)
+    out: dict[str, dict[str, Any]] = {}
+    token = None
+    while True:
+        page = c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status != 'FINISHED'",
+                             max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
+        for r in page:
+            out.setdefault(r.data.tags.get(f"{T}config_hash", ""), {
+                "run_id": r.info.run_id, "status": r.info.status, "parent": r.data.tags.get("mlflow.parentRunId"),
+                "diverged": r.data.tags.get(f"{T}diverged") == "1"})
+        token = page.token
+        if not token:
+            return out
+
+
+def heartbeat(uri: str, parent_id: str) -> None:
+    """A live driver says so every few seconds; runs under a parent whose heartbeat is fresh are held by it."""
+    client(uri).set_tag(parent_id, f"{T}heartbeat", f"{time.time():.0f}")
+
+
+def driver_alive(uri: str, parent_id: str | None, live_s: float) -> bool:
+    """Whether the `bench run` behind this parent run still runs: on this host, its process exists (a kill -9
+    is seen at once); elsewhere, its heartbeat is younger than live_s."""
+    if not parent_id:
+        return False
+    try:
+        tags = client(uri).get_run(parent_id).data.tags
+    except Exception:  # noqa: BLE001 - a deleted parent is a dead driver
+        return False
+    host, _, pid = tags.get(f"{T}driver", "").rpartition(":")
+    if host == platform.node() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    beat = tags.get(f"{T}heartbeat")
+    return bool(beat) and time.time() - float(beat) < live_s
+
+
+def reopen_run(uri: str, run_id: str, parent_id: str) -> None:
+    """A trial resumed by a later `bench run` continues its run, now under that run's parent."""
+    c = client(uri)
+    c.set_tag(run_id, "mlflow.parentRunId", parent_id)
+    c.update_run(run_id, status="SCHEDULED")
+
+
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
     c = client(uri)
     if error:
@@ -146,6 +198,12 @@ def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> Non
 
 def run_status(uri: str, run_id: str) -> str:
     return client(uri).get_run(run_id).info.status
+
+
+def run_state(uri: str, run_id: str) -> tuple[str, str | None]:
+    """(status, the error tag if any)."""
+    r = client(uri).get_run(run_id)
+    return r.info.status, r.data.tags.get(f"{T}error")
 
 def _now() -> int:
     return int(time.time() * 1000)
@@ -157,13 +215,26 @@ class TrialTracker:
         self.uri, self.run_id = uri, run_id
         self.c = client(uri)
         self.c.update_run(run_id, status="RUNNING")
+        self.logged: dict[str, int] = {}   # metric -> last step already in the run (a resumed trial)
+
+    def tags(self) -> dict[str, str]:
+        return self.c.get_run(self.run_id).data.tags
+
+    def skip_logged(self) -> None:
+        """A resumed trial replays epochs after its checkpoint; some may be logged already (killed between the
+        log and the checkpoint). Log each (metric, step) once."""
+        for key in self.c.get_run(self.run_id).data.metrics:
+            hist = self.c.get_metric_history(self.run_id, key)
+            self.logged[key] = max((h.step for h in hist), default=-1)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.c.log_batch(self.run_id, tags=[RunTag(f"{T}{k}", str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         ts = _now()
-        self.c.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, int(step)) for k, v in metrics.items()])
+        rows = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        if rows:
+            self.c.log_batch(self.run_id, metrics=rows)
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
         self.c.log_artifact(self.run_id, str(path), subdir)

@@ -9,7 +9,9 @@ MLflow run (search samples included: they are drawn up front) and ends every run
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from bench.trials import Plan, Trial, make_plan, waves
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 CONFIRM_ABOVE = 1000   # trials; more needs --max-trials or --yes
+HEARTBEAT_S, LIVE_S = 15.0, 60.0   # a driver beats every 15 s; one silent for 60 s is dead
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Summary:
     skipped: int
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    diverged: dict[str, str] = field(default_factory=dict)
     parent_run: str | None = None
     wall_s: float = 0.0
 
@@ -51,7 +55,10 @@ class RunState:
     done: dict[str, tuple[str, str]]            # config hash -> (run id, commit) of FINISHED runs
     todo: list[Trial] = field(default_factory=list)
     parent: str | None = None
-    run_of: dict[str, str] = field(default_factory=dict)     # config hash -> run id created by this driver
+    max_failures: int = 2
+    run_of: dict[str, str] = field(default_factory=dict)     # config hash -> run id this driver runs
+    reuse: dict[str, str] = field(default_factory=dict)      # config hash -> unfinished run to continue
+    held: set[str] = field(default_factory=set)              # config hashes another live driver is running
     status: dict[str, str] = field(default_factory=dict)     # run id -> terminal status
     names: dict[str, str] = field(default_factory=dict)      # run id -> trial name
 
@@ -105,7 +112,7 @@ def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bo
 
 def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
             address: str | None, tracking_uri: str | None, data_root: str | None, state_dir: Path | None,
-            num_cpus: int | None, max_trials: int | None, console: Console) -> RunState:
+            num_cpus: int | None, max_trials: int | None, max_failures: int, console: Console) -> RunState:
     from bench import data as bdata
     from bench import models
     from bench.run import ray_exec
@@ -119,37 +126,99 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     check_models(plan)
     ds = bdata.load(plan.dataset, root=data_root)
     uri = track.normalize_uri(tracking_uri or track.default_tracking_uri())
+    if max_failures < 0:
+        raise SpecError(f"--max-failures must be 0 or more (got {max_failures})")
     cluster = ray_exec.connect(address, num_cpus=num_cpus)
+    if state_dir is None and address is not None and ray_exec.alive_nodes() > 1:
+        raise ray_exec.ClusterError("a multi-node cluster needs --storage: a path every node shares (NFS), where "
+                                    "trial checkpoints live; the default ./.bench is local to this machine")
     trials = check_resources(plan.trials, cluster, embedded=address is None, console=console)
     plan = replace(plan, trials=trials)
     exp = track.ensure_experiment(uri, suite.name)
     summary = Summary(suite.name, profile, plan.dataset, uri, total=len(trials), skipped=0)
     return RunState(plan, uri, exp, ds, (state_dir or Path(".bench")).resolve(), console, summary,
-                    done=track.finished_trials(uri, exp))
+                    done=track.finished_trials(uri, exp), max_failures=max_failures)
+
+
+def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:
+    """The trials that are free: not held by another live driver (nor waiting on a teacher that is). Runs left
+    open by a dead driver are ended as KILLED and continued; a diverged run is a result and is kept."""
+    open_runs = track.unfinished_trials(st.uri, st.exp)
+    alive: dict[str | None, bool] = {}
+    free = []
+    for t in trials:
+        h, o = t.config_hash, open_runs.get(t.config_hash)
+        if o is not None and o["run_id"] in st.run_of.values():
+            free.append(t)   # our own run (created in an earlier wave)
+            continue
+        if o is not None and o["diverged"]:
+            st.done[h] = (o["run_id"], "diverged")
+            continue
+        if o is not None and o["status"] not in TERMINAL:
+            if o["parent"] not in alive:
+                alive[o["parent"]] = track.driver_alive(st.uri, o["parent"], LIVE_S)
+            if alive[o["parent"]]:
+                st.held.add(h)
+                continue
+            track.end_run(st.uri, o["run_id"], "KILLED", "driver lost; a later bench run continues it")
+        if t.teacher in st.held:
+            st.held.add(h)
+            continue
+        if o is not None:
+            st.reuse[h] = o["run_id"]
+        free.append(t)
+    return free
 
 
 def pending(st: RunState) -> None:
-    """What is left to run; says which finished runs it reuses, and from which commits."""
-    st.todo = [t for t in st.plan.trials if t.config_hash not in st.done]
+    """What is left to run; says which finished runs it reuses (and from which commits), what another driver
+    holds, and what resumes from a checkpoint."""
+    st.todo = _claim(st, [t for t in st.plan.trials if t.config_hash not in st.done])
     st.summary.skipped = len(st.plan.trials) - len(st.todo)
     st.console.print(f"{st.plan.summary()}; tracking {st.uri}", highlight=False)
-    if st.summary.skipped:
-        commits: dict[str, int] = {}
-        for t in st.plan.trials:
-            if t.config_hash in st.done:
-                c = st.done[t.config_hash][1]
-                commits[c] = commits.get(c, 0) + 1
-        where = ", ".join(f"{n} from commit {c}" for c, n in sorted(commits.items()))
-        st.console.print(f"skipping {st.summary.skipped} trial(s) already FINISHED with the same config hash "
+    commits: dict[str, int] = {}
+    for t in st.plan.trials:
+        if t.config_hash in st.done:
+            c = st.done[t.config_hash][1]
+            commits[c] = commits.get(c, 0) + 1
+    if commits:
+        where = ", ".join(f"{n} from commit {c}" if c != "diverged" else f"{n} diverged (a result)"
+                          for c, n in sorted(commits.items()))
+        st.console.print(f"skipping {sum(commits.values())} trial(s) already FINISHED with the same config hash "
                          f"({where})", highlight=False)
+    if st.held:
+        st.console.print(f"leaving {len(st.held)} trial(s) to another bench run that is running them now")
+    resumed = [f"{t.name} from epoch {m['epoch']}" for t in st.todo
+               if (m := _checkpoint_meta(st, t)) is not None]
+    if resumed:
+        st.console.print(f"resuming {len(resumed)} trial(s) from their checkpoints: {', '.join(resumed)}",
+                         highlight=False)
+
+
+def _ckpt_dir(st: RunState, t: Trial) -> Path:
+    return st.storage / "checkpoints" / t.config_hash
+
+
+def _checkpoint_meta(st: RunState, t: Trial) -> dict | None:
+    from bench.run.worker import META_FILE
+
+    f = _ckpt_dir(st, t) / META_FILE
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _configs(st: RunState, wave: list[Trial], prog) -> list[dict[str, Any]]:
     """Create the wave's runs (a student's run starts after its teacher's ended) and their Tune configs."""
     teachers = {t.teacher for t in st.plan.trials if t.teacher}
     configs = []
-    for t in wave:
-        rid = track.create_trial_run(st.uri, st.exp, st.parent, t)
+    for t in _claim(st, wave) if st.run_of else wave:   # wave 0 was claimed by `pending` just now
+        if t.config_hash in st.reuse:
+            rid = st.reuse[t.config_hash]
+            track.reopen_run(st.uri, rid, st.parent)
+        else:
+            rid = track.create_trial_run(st.uri, st.exp, st.parent, t)
         st.run_of[t.config_hash], st.names[rid] = rid, t.name
         prog.add(rid, t.name)
         teacher_run = None
@@ -160,7 +229,8 @@ def _configs(st: RunState, wave: list[Trial], prog) -> list[dict[str, Any]]:
                 _record(st, rid, "FAILED", "teacher trial did not finish", prog)
                 continue
         configs.append({"trial": t.to_dict(), "name": t.name, "uri": st.uri, "run_id": rid,
-                        "teacher_run": teacher_run, "save_checkpoint": t.config_hash in teachers})
+                        "teacher_run": teacher_run, "save_checkpoint": t.config_hash in teachers,
+                        "ckpt_dir": str(_ckpt_dir(st, t))})
     return configs
 
 
@@ -170,6 +240,8 @@ def _record(st: RunState, rid: str, status: str, error: str | None, prog=None) -
     st.status[rid] = status
     if status == "FINISHED":
         st.summary.finished.append(st.names[rid])
+    elif error and error.startswith("diverged at step"):
+        st.summary.diverged[st.names[rid]] = error   # a result: deep plain nets can diverge
     else:
         st.summary.failed[st.names[rid]] = error or status
         if prog is not None:
@@ -184,10 +256,11 @@ def launch(st: RunState, i: int, wave: list[Trial], prog) -> None:
         return
     outcomes = ray_exec.run_wave(worker.trainable, configs, data=st.data, storage=st.storage / "ray_results",
                                  name=f"{st.plan.suite.name}-{st.plan.profile}-{st.parent[:8]}-w{i}",
-                                 on_event=prog.event, resources=lambda c: _slot(c["cfg"]))
+                                 on_event=prog.event, resources=lambda c: _slot(c["cfg"]),
+                                 max_failures=st.max_failures)
     for rid, o in outcomes.items():   # reconcile: what Tune says against what the store holds
-        st_now = track.run_status(st.uri, rid)
-        _record(st, rid, st_now if st_now in TERMINAL else o.status, o.error)
+        status, error = track.run_state(st.uri, rid)
+        _record(st, rid, *((status, error or o.error) if status in TERMINAL else (o.status, o.error)))
 
 
 def _slot(cfg: dict[str, Any]) -> dict[str, float]:
@@ -198,7 +271,7 @@ def close(st: RunState) -> None:
     """End whatever is still open: runs a dead trial left, and the parent."""
     for rid in st.run_of.values():
         if rid not in st.status and track.run_status(st.uri, rid) not in TERMINAL:
-            track.end_run(st.uri, rid, "KILLED", "interrupted before the trial finished")
+            track.end_run(st.uri, rid, "KILLED", "interrupted; the next bench run resumes it from its checkpoint")
     if st.parent:
         ok = not st.summary.failed and len(st.status) >= len(st.todo)
         track.end_run(st.uri, st.parent, "FINISHED" if ok else "FAILED")
@@ -207,25 +280,50 @@ def close(st: RunState) -> None:
 def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
               cells: list[str] | None = None, address: str | None = None, tracking_uri: str | None = None,
               data_root: str | None = None, state_dir: Path | None = None, console: Console | None = None,
-              num_cpus: int | None = None, max_trials: int | None = None, argv: list[str] | None = None) -> Summary:
+              num_cpus: int | None = None, max_trials: int | None = None, max_failures: int = 2,
+              argv: list[str] | None = None) -> Summary:
     from bench.run.progress import Progress
 
     t_start = time.time()
     st = prepare(suite_ref, profile=profile, dataset=dataset, seeds=seeds, cells=cells, address=address,
                  tracking_uri=tracking_uri, data_root=data_root, state_dir=state_dir, num_cpus=num_cpus,
-                 max_trials=max_trials, console=console or Console())
+                 max_trials=max_trials, max_failures=max_failures, console=console or Console())
     pending(st)
     if st.todo:
         st.parent = st.summary.parent_run = track.start_parent(
             st.uri, st.exp, suite=st.plan.suite.name, profile=profile, dataset=st.plan.dataset,
             argv=argv or sys.argv, n_trials=len(st.todo), n_skipped=st.summary.skipped)
+        beat = _Heartbeat(st.uri, st.parent)
         try:
             with Progress(st.console, {}, total=len(st.todo)) as prog:
                 for i, wave in enumerate(waves(st.todo)):
                     launch(st, i, wave, prog)
         finally:
+            beat.stop()
             close(st)
     else:
         st.console.print("nothing to run")
     st.summary.wall_s = time.time() - t_start
     return st.summary
+
+
+class _Heartbeat:
+    """Beats on the parent run from a daemon thread while the driver lives (a kill -9 stops it, which is the
+    point: a later driver then knows the runs are orphaned)."""
+
+    def __init__(self, uri: str, parent: str):
+        self.uri, self.parent = uri, parent
+        self.stopped = threading.Event()
+        track.heartbeat(uri, parent)
+        self.thread = threading.Thread(target=self._run, name="bench-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            try:
+                track.heartbeat(self.uri, self.parent)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                pass
+
+    def stop(self) -> None:
+        self.stopped.set()

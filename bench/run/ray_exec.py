@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ctrl-C must reach the driver at once (it ends the open runs as KILLED), not start Tune's graceful stop.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     if ray.is_initialized():
         return ray.cluster_resources()
     if address and address != "auto":
@@ -55,6 +58,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cannot reach Ray cluster at {address or 'local'}: {msg}") from None
     return ray.cluster_resources()
+
+
+def alive_nodes() -> int:
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -110,8 +117,9 @@ def _name(trial) -> str:
 
 def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: Callable[[dict], dict],
              data: Any, storage: Path, name: str, on_event: Callable[[str, str, dict], None],
-             max_concurrent: int = 0) -> dict[str, Outcome]:
-    """Run one wave of independent trials; returns run id -> outcome. A failing trial does not stop the rest."""
+             max_concurrent: int = 0, max_failures: int = 2) -> dict[str, Outcome]:
+    """Run one wave of independent trials; returns run id -> outcome. A failing trial does not stop the rest;
+    a trial whose worker dies is restarted (up to max_failures times) from its last epoch checkpoint."""
     fn = tune.with_resources(tune.with_parameters(trainable, data=data), resources=resources)
     tuner = tune.Tuner(
         fn,
@@ -121,7 +129,9 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
                                                                     f"-s{t.config['cfg']['trial']['seed']}-{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                   callbacks=[_Progress(lambda ev, rid, res: on_event(ev, rid, res))],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  # Our own per-trial checkpoint is the newest; Tune keeps one copy to retry from.
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     grid = tuner.fit()
     out: dict[str, Outcome] = {}
@@ -135,8 +145,16 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
 
 
 def _short_error(e: BaseException) -> str:
-    """The root cause's last line: Ray wraps worker exceptions in several layers of traceback."""
+    """The root cause's last line: Ray wraps worker exceptions in several layers of traceback. A worker that
+    died is named as such; Ray's text guesses "possibly the OOM killer" for any death, so OOM is said only
+    when Ray reports memory pressure."""
     text = str(e).strip()
+    low = text.lower()
+    if isinstance(e, ray.exceptions.OutOfMemoryError) or "running low on memory" in low:
+        return "worker killed by Ray's memory monitor (out of memory)"
+    if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)) or \
+            "actor died unexpectedly" in low:
+        return "worker lost (signal or node failure)"
     lines = [ln for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ":" in ln and not ln.startswith(" "):
@@ -144,8 +162,30 @@ def _short_error(e: BaseException) -> str:
     return (lines[-1] if lines else type(e).__name__)[:500]
 
 
-def report(metrics: dict[str, Any]) -> None:
-    tune.report(metrics)
+def report(metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+    """One Tune result; with a checkpoint, Tune persists a copy into the trial's storage and retries from it."""
+    if checkpoint_dir is None:
+        tune.report(metrics)
+    else:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def tune_checkpoint(dst: Path, name: str) -> Path | None:
+    """The file `name` of the checkpoint Tune restarts this trial from (after a failure), copied to dst."""
+    ck = tune.get_checkpoint()
+    if ck is None:
+        return None
+    with ck.as_directory() as d:
+        src = Path(d) / name
+        if not src.exists():
+            return None
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(src, dst / name))
+
+
+def node_info() -> dict[str, str]:
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 # ---- data-parallel trials: one Ray Train TorchTrainer per Tune trial, each worker one Lightning DDP rank --------

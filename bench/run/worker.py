@@ -5,7 +5,10 @@ The driver created the trial's MLflow run; this appends to it and ends it. Ray i
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,12 @@ import torch
 
 from bench import track
 from bench.run import ray_exec
-from bench.train.fit import history_csv, run_trial
+from bench.train.fit import Checkpointing, history_csv, run_trial
+from bench.train.module import Diverged
 from bench.trials import Trial
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = "checkpoint"   # the MLflow artifact folder of a teacher's final weights
+CKPT_FILE, META_FILE = "trial.ckpt", "meta.json"   # a trial's per-epoch checkpoint, in cfg["ckpt_dir"]
 
 
 def one_line(e: BaseException) -> str:
@@ -29,6 +34,33 @@ def one_line(e: BaseException) -> str:
 def _teacher_state(uri: str, teacher_run: str, work: Path) -> dict:
     path = track.download_artifact(uri, teacher_run, f"{CHECKPOINT_DIR}/model.pt", work / "teacher")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _resume_point(cfg: dict[str, Any], work: Path) -> Path | None:
+    """Tune's checkpoint when Tune retries this trial; else what a driver that died left in the trial's dir."""
+    got = ray_exec.tune_checkpoint(work / "resume", CKPT_FILE)
+    if got is not None:
+        return got
+    own = Path(cfg["ckpt_dir"]) / CKPT_FILE
+    return own if own.exists() else None
+
+
+def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path) -> Checkpointing:
+    ckdir = Path(cfg["ckpt_dir"])
+    ckdir.mkdir(parents=True, exist_ok=True)
+    resume = _resume_point(cfg, work)
+    if resume is not None:
+        meta = json.loads((ckdir / META_FILE).read_text()) if (ckdir / META_FILE).exists() else {}
+        prev = tracker.tags().get(f"{track.T}retries", "0")
+        tracker.set_tags({"retries": int(prev) + 1, "resumed_from_epoch": meta.get("epoch", "?")})
+        tracker.skip_logged()
+
+    def on_saved(path: Path, rec: dict) -> None:
+        (ckdir / META_FILE).write_text(json.dumps({"epoch": rec["epoch"], "step": rec["step"],
+                                                   "run_id": cfg["run_id"]}))
+        ray_exec.report({**rec, "run_id": cfg["run_id"]}, checkpoint_dir=path.parent)
+
+    return Checkpointing(ckdir, on_saved, resume)
 
 
 def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker, work: Path):
@@ -43,9 +75,12 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
                                          save_checkpoint=cfg["save_checkpoint"], checkpoint_dir=CHECKPOINT_DIR)
         tracker.set_tags({"world_size": res.world_size, "ranks": res.summary()})
         return res
-    sinks = [tracker.log_metrics, lambda rec, step: ray_exec.report({**rec, "step": step, "run_id": run_id})]
+    # Epoch records reach Tune with their checkpoint (on_saved); the final evaluation's record comes alone.
+    sinks = [tracker.log_metrics,
+             lambda rec, step: ray_exec.report({**rec, "step": step, "run_id": run_id}) if "epoch" not in rec
+             else None]
     res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=teacher_state,
-                    save_checkpoint=cfg["save_checkpoint"])
+                    save_checkpoint=cfg["save_checkpoint"], ckpt=_checkpointing(cfg, tracker, work))
     if res.checkpoint is not None:
         tracker.log_artifact(res.checkpoint, CHECKPOINT_DIR)
     return res
@@ -56,7 +91,8 @@ def trainable(config: dict[str, Any], data=None) -> None:
     trial = Trial.from_dict(cfg["trial"])
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])
     try:
-        tracker.set_tags({"host": platform.node(), "torch": torch.__version__, "lightning": lightning.__version__})
+        tracker.set_tags({"host": platform.node(), "pid": os.getpid(), "torch": torch.__version__,
+                          "lightning": lightning.__version__, **ray_exec.node_info()})
         work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-"))
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})
@@ -67,6 +103,12 @@ def trainable(config: dict[str, Any], data=None) -> None:
         (work / "curve.csv").write_text(history_csv(res.history))
         tracker.log_artifact(work / "curve.csv")
         tracker.finish("FINISHED")
+        shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)   # finished: its checkpoints are no longer needed
+    except Diverged as e:
+        # A result, not a fault: ended FAILED and not retried (Tune sees a normal return).
+        tracker.set_tags({"error": str(e), "diverged": 1})
+        tracker.finish("FAILED")
+        shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)
     except BaseException as e:
         tracker.set_tags({"error": one_line(e)})
         tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")

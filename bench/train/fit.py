@@ -23,7 +23,7 @@ from bench import BenchError
 from bench.data.trial_data import build_loaders
 from bench.spec import Protocol
 from bench.trials import Trial
-from bench.train.module import Classifier, EpochReporter, FitNetStudent, Sink
+from bench.train.module import Classifier, Diverged, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
 
 
@@ -47,6 +47,69 @@ class Distributed:
     device: torch.device
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     prepare: Callable[[L.Trainer], L.Trainer] | None = None
+
+
+@dataclass
+class Checkpointing:
+    """Per-epoch trial checkpoints. Each epoch end writes `dir/trial.ckpt` (atomically) and calls
+    on_saved(path, record); resume_from restarts a fit exactly where such a checkpoint left it."""
+    dir: Path
+    on_saved: Callable[[Path, dict], None] | None = None
+    resume_from: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dir / "trial.ckpt"
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain tensors and ints only: checkpoints load with torch.load(weights_only=True).
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EpochCheckpoint(L.Callback):
+    """Saves the whole fit at each epoch end: model, optimizer, lr schedule and loops (Lightning's checkpoint),
+    the epoch history (EpochReporter's state), the RNG states and the train loader's epoch. Placed after the
+    EpochReporter, so the saved history holds the epoch just ended."""
+
+    def __init__(self, ckpt: Checkpointing, loader):
+        self.ckpt, self.loader = ckpt, loader
+        self._last = -1
+        ckpt.dir.mkdir(parents=True, exist_ok=True)
+
+    def state_dict(self) -> dict:
+        return {"rng": _rng_state(), "loader_epoch": self.loader.epoch, "step": self._last}
+
+    def load_state_dict(self, state: dict) -> None:
+        _set_rng_state(state["rng"])
+        self._last = int(state.get("step", -1))
+        self.loader.set_epoch(int(state["loader_epoch"]))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        reporter = next(c for c in trainer.callbacks if isinstance(c, EpochReporter))
+        if self._last == trainer.global_step:   # the replayed epoch end of a resume: saved already
+            return
+        self._last = trainer.global_step
+        tmp = self.ckpt.dir / "trial.ckpt.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.ckpt.path)   # a kill mid-write leaves the previous checkpoint whole
+        if self.ckpt.on_saved is not None:
+            self.ckpt.on_saved(self.ckpt.path, reporter.history[-1])
 
 
 def seed_all(seed: int) -> None:
@@ -164,9 +227,10 @@ def _trainer(trial: Trial, dev: torch.device, n_steps: int, callbacks: list, wor
 
 def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | None = None,
               teacher_state: dict | None = None, save_checkpoint: bool = False,
-              dist: Distributed | None = None) -> TrialResult:
+              dist: Distributed | None = None, ckpt: Checkpointing | None = None) -> TrialResult:
     """Train one trial to the end of its protocol and return its final metrics. Threads and device come from
-    the trial's resources; `dist` makes this call one rank of a data-parallel trial."""
+    the trial's resources; `dist` makes this call one rank of a data-parallel trial; `ckpt` checkpoints every
+    epoch and, with resume_from, continues a fit exactly (same weights as an uninterrupted run, on CPU)."""
     quiet_lightning()
     torch.set_num_threads(max(1, int(trial.resources.cpus)))
     seed_all(trial.seed)
@@ -179,9 +243,11 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
     # images/s counts the global batch: all ranks step together.
     reporter = EpochReporter(list(sinks), n_steps, trial.protocol.batch_size, sync)
     reducer = SumAcrossRanks(len(eval_loaders)) if shard_idx is not None else None
-    trainer = _trainer(trial, dev, n_steps, [c for c in (reducer, reporter) if c is not None], workdir, dist)
+    saver = EpochCheckpoint(ckpt, train_loader) if ckpt is not None else None
+    trainer = _trainer(trial, dev, n_steps, [c for c in (reducer, reporter, saver) if c is not None], workdir, dist)
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()))
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()),
+                ckpt_path=str(ckpt.resume_from) if ckpt is not None and ckpt.resume_from else None)
     wall = time.perf_counter() - t0
     if not reporter.history:
         raise BenchError(f"trial {trial.cell}: training produced no epoch (steps={n_steps})")
@@ -220,6 +286,7 @@ def _final_metrics(reporter: EpochReporter, model: torch.nn.Module, wall: float)
 
 def _save_weights(trial: Trial, model: torch.nn.Module, workdir: Path | None) -> Path:
     path = Path(workdir or ".") / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": trial.model, "model_kwargs": trial.model_kwargs,
                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
     return path

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench import BenchError
 from bench.models.fitnet import hint_loss
 from bench.spec import Protocol
 from bench.train.schedule import lr_at
@@ -33,6 +34,7 @@ class Classifier(L.LightningModule):
         self.results: dict[str, float] = {}
         self._train_acc: torch.Tensor | None = None
         self._eval_acc: dict[int, torch.Tensor] = {}
+        self._bad_step: torch.Tensor | None = None   # first step with a non-finite loss, -1: none yet
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -62,6 +64,10 @@ class Classifier(L.LightningModule):
         n = loss.new_full((), y.numel())
         stats = torch.stack([loss.detach() * n, (logits.detach().argmax(1) == y).sum().to(n), n]).double()
         self._train_acc = stats if self._train_acc is None else self._train_acc + stats
+        # Divergence is noticed on the device and read once per epoch (no per-step sync).
+        bad = loss.new_full((), -1) if self._bad_step is None else self._bad_step
+        now = loss.new_full((), self.global_step)
+        self._bad_step = torch.where((bad < 0) & ~torch.isfinite(loss.detach()), now, bad)
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -84,6 +90,11 @@ class Classifier(L.LightningModule):
             if self.num_classes > 5:
                 self.results[f"{name}_top5_error"] = 1 - c5 / n
         self._eval_acc = {}
+
+    def diverged_at(self) -> int | None:
+        """The first step whose loss was NaN or inf, if any."""
+        step = -1 if self._bad_step is None else int(self._bad_step.item())
+        return step if step >= 0 else None
 
     def pop_train_results(self) -> dict[str, float]:
         if self._train_acc is None:
@@ -131,6 +142,14 @@ class FitNetStudent(Classifier):
         return F.cross_entropy(logits, y) + lam * soft, logits
 
 
+class Diverged(BenchError):
+    """A trial's loss became NaN or inf: a result (deep plain nets can diverge), not a fault to retry."""
+
+    def __init__(self, step: int):
+        super().__init__(f"diverged at step {step}")
+        self.step = step
+
+
 class EpochReporter(L.Callback):
     """Builds one record per epoch (train sums, eval results, lr, images/s) and hands it to every sink."""
 
@@ -154,7 +173,22 @@ class EpochReporter(L.Callback):
         self.sync()
         self._t_train = time.perf_counter()  # the training part of the epoch ends where evaluation starts
 
+    def state_dict(self) -> dict:
+        return {"history": self.history, "train_time": self.train_time}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.train_time = list(state["history"]), float(state["train_time"])
+
+    def replayed(self, trainer) -> bool:
+        """Lightning re-enters the epoch end a checkpoint was saved in when it resumes from it."""
+        return bool(self.history) and self.history[-1]["step"] == trainer.global_step
+
     def on_train_epoch_end(self, trainer, pl_module: Classifier):
+        if self.replayed(trainer):
+            return
+        bad = pl_module.diverged_at()
+        if bad is not None:
+            raise Diverged(bad)
         self.sync()
         end = self._t_train or time.perf_counter()
         steps = trainer.global_step - self._step0

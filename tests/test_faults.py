@@ -1,0 +1,242 @@
+"""Trials that survive failures, on the real components: exact resume (Lightning, no Ray), a SIGKILLed trial
+worker, Ctrl-C and kill -9 of `bench run` followed by a re-run, and two drivers against one store.
+
+The suite is a tiny synthetic one with enough epochs to be caught mid-run; drivers run as subprocesses, as a
+user starts them, with their own embedded Ray (torn down with them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench import data
+from bench.train.fit import Checkpointing, run_trial
+from bench.train.module import Diverged
+from bench.trials import Trial
+
+SUITE = """
+name: faults
+title: fault-tolerance test suite
+paper: {citation: test, ref: none, dataset: synthetic}
+dataset: synthetic
+cells:
+  - {id: a, model: resnet20, row: a}
+  - {id: b, model: resnet20, row: b}
+protocol:
+  batch_size: 32
+  epochs: %(epochs)d
+  train_subset: %(subset)d
+  test_subset: 32
+  schedule: {unit: fraction, milestones: [0.5]}
+seeds: 1
+resources: {cpus: 1, gpus: 0}
+"""
+
+
+def _suite(tmp: Path, epochs: int, subset: int = 256) -> Path:
+    p = tmp / "faults.yaml"
+    p.write_text(SUITE % {"epochs": epochs, "subset": subset})
+    return p
+
+
+def _bench(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def _runs(uri: str) -> list:
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("bench/faults")
+    return [] if exp is None else [r for r in c.search_runs([exp.experiment_id])
+                                   if r.data.tags.get("bench.kind") == "trial"]
+
+
+def _wait(pred, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _epochs_done(uri: str) -> dict[str, float]:
+    """run id -> last logged epoch, for runs that logged one."""
+    try:
+        return {r.info.run_id: r.data.metrics["epoch"] for r in _runs(uri) if "epoch" in r.data.metrics}
+    except Exception:  # noqa: BLE001 - the store may be mid-creation
+        return {}
+
+
+def _duplicate_rows(db: Path) -> int:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT COUNT(*) FROM (SELECT run_uuid, key, step FROM metrics "
+                           "GROUP BY run_uuid, key, step HAVING COUNT(*) > 1)").fetchone()[0]
+
+
+def _finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+# ---- exact resume, divergence: Lightning only --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synth():
+    return data.load("synthetic", n_train=96, n_test=32, channels=1)
+
+
+def _trial(**proto) -> Trial:
+    return Trial.adhoc("resnet20", {"batch_size": 32, "epochs": 3, "schedule": {"unit": "fraction",
+                                                                                "milestones": [0.5]}, **proto})
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_after_a_kill_ends_bitwise_equal(synth, tmp_path):
+    """Killed after epoch 1 and resumed from its checkpoint, a trial ends with the weights of an uninterrupted
+    run: a bitwise-equal state_dict and the same test error."""
+    full = run_trial(_trial(), synth, save_checkpoint=True, workdir=tmp_path / "full")
+
+    def die_after_first(path: Path, rec: dict) -> None:
+        if rec["epoch"] == 1:
+            shutil.copy(path, tmp_path / "e1.ckpt")
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_trial(_trial(), synth, ckpt=Checkpointing(tmp_path / "ck", die_after_first))
+    seen = []
+    resumed = run_trial(_trial(), synth, save_checkpoint=True, workdir=tmp_path / "res",
+                        sinks=[lambda rec, step: seen.append(step)],
+                        ckpt=Checkpointing(tmp_path / "ck", None, tmp_path / "e1.ckpt"))
+    a = torch.load(full.checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.checkpoint, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.final["test_error"] == full.final["test_error"]
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history] == [3, 6, 9]
+    assert seen == [6, 9]   # only the epochs after the checkpoint are reported again
+
+
+def test_a_diverging_trial_stops_with_its_step(synth):
+    with pytest.raises(Diverged, match=r"diverged at step \d+") as e:
+        run_trial(_trial(optimizer={"lr": 1e12, "momentum": 0.9}), synth)
+    assert 0 <= e.value.step < 9
+
+
+# ---- the whole path: Ray Tune, Lightning, MLflow ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_retries_from_its_checkpoint(tmp_path):
+    suite = _suite(tmp_path, epochs=8)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    p = _bench(["run", str(suite), "--num-cpus", "2"], tmp_path)
+    try:
+        rid, _ = _wait(lambda: next(iter((r, e) for r, e in _epochs_done(uri).items() if 2 <= e < 7), None), 120,
+                       "a trial past its second epoch")
+        pid = int(MlflowClient(uri).get_run(rid).data.tags["bench.pid"])
+        os.kill(pid, signal.SIGKILL)
+        code, out, err = _finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert code == 0, out + err
+    runs = {r.info.run_id: r for r in _runs(uri)}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    killed = runs[rid].data.tags
+    assert killed["bench.retries"] == "1" and int(killed["bench.resumed_from_epoch"]) >= 2
+    assert _duplicate_rows(tmp_path / "mlflow.db") == 0
+    hist = MlflowClient(uri).get_metric_history(rid, "train_loss")
+    assert sorted(h.step for h in hist) == [8 * i for i in range(1, 9)]   # every epoch once, none lost
+
+
+@pytest.mark.slow
+def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
+    # 16 steps an epoch (~3 s here): a killed driver's workers take a few seconds to notice, and must not
+    # finish the trial in that time.
+    suite = _suite(tmp_path, epochs=6, subset=512)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(suite), "--num-cpus", "2"]
+
+    # Ctrl-C: one line, exit 130, every unfinished run KILLED.
+    p = _bench(args, tmp_path)
+    _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 120, "a first epoch")
+    p.send_signal(signal.SIGINT)
+    code, out, err = _finish(p, 60)
+    assert code == 130, out + err
+    assert err.strip().count("\n") == 0 and "interrupted" in err
+    first = {r.info.run_id: r.info.status for r in _runs(uri)}
+    assert len(first) == 2 and all(s == "KILLED" for s in first.values()), first
+
+    # The next run continues those runs from their checkpoints; then it is killed -9 mid-run.
+    p = _bench(args, tmp_path)
+    _wait(lambda: any(r.data.tags.get("bench.retries") == "1" for r in _runs(uri)), 120, "a resumed trial")
+    code, out, err = _kill_driver(p)
+    assert {r.info.run_id for r in _runs(uri)} == set(first)   # continued, not duplicated
+    assert sum(r.info.status == "FINISHED" for r in _runs(uri)) < 2, "the kill came too late to test anything"
+
+    # A dead driver's runs are recognised, ended KILLED and resumed, from their newest checkpoints.
+    p = _bench(args, tmp_path)
+    code, out, err = _finish(p)
+    assert code == 0, out + err
+    assert "resuming" in out and "from epoch" in out, out
+    runs = _runs(uri)
+    assert {r.info.run_id for r in runs} == set(first) and all(r.info.status == "FINISHED" for r in runs)
+    assert _duplicate_rows(tmp_path / "mlflow.db") == 0
+    for r in runs:
+        hist = MlflowClient(uri).get_metric_history(r.info.run_id, "train_loss")
+        assert sorted(h.step for h in hist) == [16 * i for i in range(1, 7)]
+
+
+def _kill_driver(p: subprocess.Popen) -> tuple[int, str, str]:
+    """kill -9 of `bench run`, then of whatever of its embedded Ray outlives it (Ray's dashboard and
+    runtime-env agents are re-parented, not killed), by PID."""
+    import psutil
+
+    kids = psutil.Process(p.pid).children(recursive=True)
+    p.kill()
+    out, err = p.communicate(timeout=60)
+    time.sleep(1)
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return p.returncode, out, err
+
+
+@pytest.mark.slow
+def test_a_second_driver_leaves_held_trials_alone(tmp_path):
+    suite = _suite(tmp_path, epochs=8, subset=512)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _bench(["run", str(suite), "--num-cpus", "2"], tmp_path)
+    try:
+        _wait(lambda: len(_runs(uri)) == 2 and any(r.info.status == "RUNNING" for r in _runs(uri)), 120,
+              "the first driver's runs")
+        second = _bench(["run", str(suite), "--num-cpus", "1"], tmp_path)
+        code2, out2, err2 = _finish(second)
+        code1, out1, err1 = _finish(first)
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                p.kill()
+    assert code1 == 0 and code2 == 0, out1 + err1 + out2 + err2
+    assert "leaving 2 trial(s) to another bench run" in out2
+    runs = _runs(uri)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)

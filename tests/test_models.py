@@ -140,6 +140,25 @@ def test_bad_kwargs_are_clear_errors():
     assert issubclass(bm.ModelConfigError, BenchError) and issubclass(bm.ModelConfigError, ValueError)
 
 
+def test_flop_counting_leaves_nn_init_and_the_callers_model_untouched():
+    from bench.models import flops
+
+    inits = {n: getattr(nn.init, n) for n in dir(nn.init) if not n.startswith("__")}
+    row = flops._describe.__wrapped__("resnet20")  # uncached: builds and counts now
+    assert {n: getattr(nn.init, n) for n in dir(nn.init) if not n.startswith("__")} == inits
+    assert row["flops"] == describe("resnet20")["flops"]
+    for device in ("meta", "cpu"):
+        m = create("resnet20").to(device)
+        m.units[0].eval()  # mixed train/eval flags must come back as they were
+        modes = [x.training for x in m.modules()]
+        state = {k: v.clone() for k, v in m.state_dict().items()} if device == "cpu" else None
+        assert flops.count_flops(m, 32) == row["flops"]
+        assert not any("forward" in vars(x) for x in m.modules()), device
+        assert [x.training for x in m.modules()] == modes
+        if state is not None:  # eval while counting: BN running stats not updated
+            assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+
+
 def test_none_kwargs_mean_default_and_image_size_only_reaches_fc_nets():
     m = create("resnet20", shortcut=None, batchnorm=None, image_size=28)
     assert sum(p.numel() for p in m.parameters()) == _params("resnet20")

@@ -140,6 +140,17 @@ def test_bad_kwargs_are_clear_errors():
     assert issubclass(bm.ModelConfigError, BenchError) and issubclass(bm.ModelConfigError, ValueError)
 
 
+def test_registered_name_cannot_be_built_as_another_variant():
+    for name, other in (("preresnet110_a", "e"), ("preresnet164_e", "a"), ("preresnet1001", "a")):
+        with pytest.raises(bm.ModelConfigError, match=f"{name}.*unit='{other}'") as err:
+            create(name, unit=other)
+        assert "\n" not in str(err.value)
+        assert "unit" not in bm.model_options(name)
+    # the name's own value is no override; ordinary options keep working
+    m = create("preresnet110_a", unit="a", num_classes=5, in_channels=1)
+    assert m.unit == "a" and m.fc.out_features == 5 and m.conv1.in_channels == 1
+
+
 def test_flop_counting_leaves_nn_init_and_the_callers_model_untouched():
     from bench.models import flops
 

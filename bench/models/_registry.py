@@ -28,8 +28,14 @@ def register_model(
     paper_params: float | None = None,
     paper_flops: float | None = None,
     paper_ref: str | None = None,
+    fixed: dict[str, object] | None = None,
 ):
-    """Store the decorated builder under its own name; the builder is returned unchanged."""
+    """Store the decorated builder under its own name; the builder is returned unchanged.
+
+    `fixed`: arguments the name itself pins (the "_a" of preresnet110_a is unit="a"). The builder
+    does not take them, and create() refuses another value rather than build a different
+    variant under this name.
+    """
     if input_size not in (32, 224):
         raise ValueError(f"input_size must be 32 or 224, got {input_size}")
 
@@ -44,6 +50,7 @@ def register_model(
             paper_params=None if paper_params is None else int(round(paper_params)),
             paper_flops=None if paper_flops is None else int(round(paper_flops)),
             paper_ref=paper_ref,
+            fixed=dict(fixed or {}),
         )
         return fn
 
@@ -84,6 +91,13 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs) -> 
     """
     fn = _lookup(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    for key, pinned in _INFO[name]["fixed"].items():
+        asked = kwargs.pop(key, pinned)
+        if asked != pinned:
+            raise ModelConfigError(
+                f"model {name!r} is {key}={pinned!r} by its name; {key}={asked!r} would be another "
+                f"variant under this name (create that variant by its own registered name)"
+            )
     options = model_options(name)
     if "image_size" not in options:
         kwargs.pop("image_size", None)

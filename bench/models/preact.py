@@ -160,56 +160,56 @@ def _build(depth, bottleneck, unit, num_classes, in_channels):
     return PreActResNet(depth, bottleneck, unit, num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_a(num_classes=10, in_channels=3, unit="a"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
+def preresnet110_a(num_classes=10, in_channels=3):
+    return _build(110, False, "a", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_b(num_classes=10, in_channels=3, unit="b"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
+def preresnet110_b(num_classes=10, in_channels=3):
+    return _build(110, False, "b", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_c(num_classes=10, in_channels=3, unit="c"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
+def preresnet110_c(num_classes=10, in_channels=3):
+    return _build(110, False, "c", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_d(num_classes=10, in_channels=3, unit="d"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
+def preresnet110_d(num_classes=10, in_channels=3):
+    return _build(110, False, "d", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_e(num_classes=10, in_channels=3, unit="e"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet110_e(num_classes=10, in_channels=3):
+    return _build(110, False, "e", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_a(num_classes=10, in_channels=3, unit="a"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
+def preresnet164_a(num_classes=10, in_channels=3):
+    return _build(164, True, "a", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_b(num_classes=10, in_channels=3, unit="b"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
+def preresnet164_b(num_classes=10, in_channels=3):
+    return _build(164, True, "b", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_c(num_classes=10, in_channels=3, unit="c"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
+def preresnet164_c(num_classes=10, in_channels=3):
+    return _build(164, True, "c", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_d(num_classes=10, in_channels=3, unit="d"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
+def preresnet164_d(num_classes=10, in_channels=3):
+    return _build(164, True, "d", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_e(num_classes=10, in_channels=3, unit="e"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet164_e(num_classes=10, in_channels=3):
+    return _build(164, True, "e", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=10.2e6, paper_ref=REF)
-def preresnet1001(num_classes=10, in_channels=3, unit="e"):
-    return _build(1001, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=10.2e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet1001(num_classes=10, in_channels=3):
+    return _build(1001, True, "e", num_classes, in_channels)

@@ -6,7 +6,10 @@ counted once per session. Forward/backward runs on real tensors, one thread, sma
 
 from __future__ import annotations
 
+import ast
 import operator
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,7 +109,29 @@ def test_required_names_registered_in_their_family():
         registered = list_models(family)
         missing = sorted(set(names) - set(registered))
         assert not missing, f"{family} lacks {missing}"
-    assert list_models() == sorted(list_models())
+    assert set(REQUIRED) == set(bm.families()), "a family without required names here"
+
+
+def _model_sources() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(Path(bm.__file__).parent.glob("*.py"))}
+
+
+def test_registry_lists_exactly_the_register_model_functions_in_the_source():
+    decorated = set()
+    for src in _model_sources().values():
+        for node in ast.parse(src).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", None) == "register_model" for d in node.decorator_list
+            ):
+                decorated.add(node.name)
+    assert sorted(decorated) == list_models()
+
+
+def test_every_registered_name_appears_literally_in_the_source():
+    # a grep for a model name must find its builder (no names made up in a loop)
+    src = "\n".join(_model_sources().values())
+    missing = [n for n in list_models() if not re.search(rf"^def {n}\(", src, re.M)]
+    assert not missing
 
 
 def test_describe_fields_and_paper_numbers_match_this_table():
@@ -138,6 +163,38 @@ def test_bad_kwargs_are_clear_errors():
     with pytest.raises(bm.ModelConfigError):
         create("highway_fc", depth=0)
     assert issubclass(bm.ModelConfigError, BenchError) and issubclass(bm.ModelConfigError, ValueError)
+
+
+def test_registered_name_cannot_be_built_as_another_variant():
+    cases = [("preresnet110_a", "unit", "e"), ("preresnet164_e", "unit", "a"), ("preresnet1001", "unit", "a"),
+             ("highway_fc10", "depth", 50), ("plain_fc100", "depth", 10)]
+    for name, key, other in cases:
+        with pytest.raises(bm.ModelConfigError, match=f"{name}.*{key}={other!r}") as err:
+            create(name, **{key: other})
+        assert "\n" not in str(err.value)
+        assert key not in bm.model_options(name)
+    # the name's own value is no override; ordinary options keep working
+    m = create("preresnet110_a", unit="a", num_classes=5, in_channels=1)
+    assert m.unit == "a" and m.fc.out_features == 5 and m.conv1.in_channels == 1
+
+
+def test_flop_counting_leaves_nn_init_and_the_callers_model_untouched():
+    from bench.models import flops
+
+    inits = {n: getattr(nn.init, n) for n in dir(nn.init) if not n.startswith("__")}
+    row = flops._describe.__wrapped__("resnet20")  # uncached: builds and counts now
+    assert {n: getattr(nn.init, n) for n in dir(nn.init) if not n.startswith("__")} == inits
+    assert row["flops"] == describe("resnet20")["flops"]
+    for device in ("meta", "cpu"):
+        m = create("resnet20").to(device)
+        m.units[0].eval()  # mixed train/eval flags must come back as they were
+        modes = [x.training for x in m.modules()]
+        state = {k: v.clone() for k, v in m.state_dict().items()} if device == "cpu" else None
+        assert flops.count_flops(m, 32) == row["flops"]
+        assert not any("forward" in vars(x) for x in m.modules()), device
+        assert [x.training for x in m.modules()] == modes
+        if state is not None:  # eval while counting: BN running stats not updated
+            assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
 
 
 def test_none_kwargs_mean_default_and_image_size_only_reaches_fc_nets():

@@ -6,16 +6,14 @@ One file per family; importing this package registers them all.
 from ._registry import (
     ModelConfigError,
     UnknownModelError,
-    count_flops,
-    count_params,
     create,
-    describe,
-    describe_all,
     families,
     list_models,
+    model_info,
     model_options,
     register_model,
 )
+from .flops import count_flops, count_params, describe, describe_all
 # importing a family module registers its models
 from . import densenet, fitnet, highway, preact, resnet_cifar, resnext_cifar, resnext_imagenet  # noqa: F401
 
@@ -29,6 +27,7 @@ __all__ = [
     "describe_all",
     "families",
     "list_models",
+    "model_info",
     "model_options",
     "register_model",
 ]

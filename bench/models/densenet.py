@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import conv1x1, conv3x3, he_init
+from ._layers import check_dropout, conv1x1, conv3x3, global_pool, he_init
 from ._registry import ModelConfigError, register_model
 
 REF = "Huang et al. 2016, Densely Connected Convolutional Networks, arXiv 1608.06993, Table 2"
@@ -67,8 +67,7 @@ class DenseNet(nn.Module):
         per_layer = 6 if bc else 3
         if depth < 4 + per_layer or (depth - 4) % per_layer:
             raise ModelConfigError(f"densenet: depth must be {per_layer}n+4, got {depth}")
-        if not 0.0 <= dropout < 1.0:
-            raise ModelConfigError(f"densenet: dropout must be in [0, 1), got {dropout}")
+        check_dropout("densenet", dropout)
         n = (depth - 4) // per_layer
         channels = 2 * growth if bc else 16
         self.conv1 = conv3x3(in_channels, channels)
@@ -88,8 +87,7 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.conv1(x))  # (B, C, H/4, W/4)
-        x = F.relu(self.bn(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(global_pool(F.relu(self.bn(x))))
 
 
 @register_model(family="densenet", paper_params=1.0e6, paper_ref=REF)

@@ -35,6 +35,17 @@ from ._registry import ModelConfigError, register_model
 REF = "Romero et al. 2014, FitNets, arXiv 1412.6550, Table 5 / Table 7 / appendix A.1"
 
 
+def _init(model: nn.Module, init: str) -> None:
+    check_choice("fitnet", "init", init, ("paper", "he"))
+    if init == "he":
+        he_init(model)
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.uniform_(m.weight, -0.005, 0.005)
+            nn.init.zeros_(m.bias)
+
+
 class MaxoutConv2d(nn.Module):
     """Conv to out*pieces channels, then the max over each group of `pieces` consecutive channels."""
 
@@ -60,17 +71,6 @@ class MaxoutLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         return y.view(y.shape[0], self.fout, self.pieces).amax(2)
-
-
-def _init(model: nn.Module, init: str) -> None:
-    check_choice("fitnet", "init", init, ("paper", "he"))
-    if init == "he":
-        he_init(model)
-        return
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.uniform_(m.weight, -0.005, 0.005)
-            nn.init.zeros_(m.bias)
 
 
 class _HintNet(nn.Module):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import check_choice
+from ._layers import check_choice, check_dropout, global_pool
 from ._registry import ModelConfigError, register_model
 
 REF_CONV = "Srivastava et al. 2015, Highway Networks, arXiv 1505.00387, Table 1 (architectures: 1507.06228)"
@@ -61,47 +61,6 @@ class HighwayConv2d(nn.Module):
         return x + t * (h - x)  # = h * t + x * (1 - t)
 
 
-class ConvHighwayNet(nn.Module):
-    """`stages`: per stage (width, highway kernel sizes); stages after the first start with a 2x2 max-pool."""
-
-    def __init__(
-        self,
-        stages: tuple[tuple[int, tuple[int, ...]], ...],
-        num_classes: int = 10,
-        in_channels: int = 3,
-        gate_bias: float = -2.0,
-        dropout: float = 0.2,
-    ):
-        super().__init__()
-        if gate_bias >= 0:
-            raise ModelConfigError(f"highway: gate_bias should be negative (carry at start), got {gate_bias}")
-        if not 0.0 <= dropout < 1.0:
-            raise ModelConfigError(f"highway: dropout must be in [0, 1), got {dropout}")
-        self.dropout = dropout
-        blocks, cin = [], in_channels
-        for width, kernels in stages:
-            plain = nn.Conv2d(cin, width, 3, padding=1)
-            _caffe_xavier(plain.weight)
-            nn.init.zeros_(plain.bias)
-            blocks.append(nn.Sequential(plain, nn.ReLU(), *(HighwayConv2d(width, k, gate_bias) for k in kernels)))
-            cin = width
-        self.stages = nn.ModuleList(blocks)
-        self.classifier_conv = nn.Conv2d(cin, num_classes, 1)
-        self.fc = nn.Linear(num_classes, num_classes)
-        for m in (self.classifier_conv, self.fc):
-            _caffe_xavier(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, stage in enumerate(self.stages):
-            if i > 0:
-                x = F.max_pool2d(x, 2)
-            x = stage(F.dropout(x, self.dropout, self.training))
-        x = F.relu(self.classifier_conv(x))  # (B, classes, H/4, W/4)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(F.dropout(x, self.dropout, self.training))
-
-
 class HighwayLinear(nn.Module):
     def __init__(self, width: int, gate_bias: float, activation: str):
         super().__init__()
@@ -123,6 +82,45 @@ class PlainLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.linear(x))
+
+
+class ConvHighwayNet(nn.Module):
+    """`stages`: per stage (width, highway kernel sizes); stages after the first start with a 2x2 max-pool."""
+
+    def __init__(
+        self,
+        stages: tuple[tuple[int, tuple[int, ...]], ...],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        gate_bias: float = -2.0,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        if gate_bias >= 0:
+            raise ModelConfigError(f"highway: gate_bias should be negative (carry at start), got {gate_bias}")
+        check_dropout("highway", dropout)
+        self.dropout = dropout
+        blocks, cin = [], in_channels
+        for width, kernels in stages:
+            plain = nn.Conv2d(cin, width, 3, padding=1)
+            _caffe_xavier(plain.weight)
+            nn.init.zeros_(plain.bias)
+            blocks.append(nn.Sequential(plain, nn.ReLU(), *(HighwayConv2d(width, k, gate_bias) for k in kernels)))
+            cin = width
+        self.stages = nn.ModuleList(blocks)
+        self.classifier_conv = nn.Conv2d(cin, num_classes, 1)
+        self.fc = nn.Linear(num_classes, num_classes)
+        for m in (self.classifier_conv, self.fc):
+            _caffe_xavier(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = stage(F.dropout(x, self.dropout, self.training))
+        x = F.relu(self.classifier_conv(x))  # (B, classes, H/4, W/4)
+        return self.fc(F.dropout(global_pool(x), self.dropout, self.training))
 
 
 class FCNet(nn.Module):
@@ -203,19 +201,42 @@ def plain_fc(num_classes=10, in_channels=3, depth=10, width=71, activation="relu
     return FCNet(depth, width, False, num_classes, in_channels, image_size, activation=activation)
 
 
-def _fc_variant(depth: int, highway: bool):
-    if highway:
-        def build(num_classes=10, in_channels=3, width=50, gate_bias=-2.0, activation="relu", image_size=32):
-            return FCNet(depth, width, True, num_classes, in_channels, image_size, gate_bias, activation)
-    else:
-        def build(num_classes=10, in_channels=3, width=71, activation="relu", image_size=32):
-            return FCNet(depth, width, False, num_classes, in_channels, image_size, activation=activation)
-    build.__name__ = f"{'highway' if highway else 'plain'}_fc{depth}"
-    build.__qualname__ = build.__name__
-    return register_model(family="highway", paper_ref=REF_FC)(build)
-
-
 # The depths of Fig. 1.
-for _depth in (10, 20, 50, 100):
-    _fc_variant(_depth, True)
-    _fc_variant(_depth, False)
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 10})
+def highway_fc10(num_classes=10, in_channels=3, width=50, gate_bias=-2.0, activation="relu", image_size=32):
+    return FCNet(10, width, True, num_classes, in_channels, image_size, gate_bias, activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 20})
+def highway_fc20(num_classes=10, in_channels=3, width=50, gate_bias=-2.0, activation="relu", image_size=32):
+    return FCNet(20, width, True, num_classes, in_channels, image_size, gate_bias, activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 50})
+def highway_fc50(num_classes=10, in_channels=3, width=50, gate_bias=-2.0, activation="relu", image_size=32):
+    return FCNet(50, width, True, num_classes, in_channels, image_size, gate_bias, activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 100})
+def highway_fc100(num_classes=10, in_channels=3, width=50, gate_bias=-2.0, activation="relu", image_size=32):
+    return FCNet(100, width, True, num_classes, in_channels, image_size, gate_bias, activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 10})
+def plain_fc10(num_classes=10, in_channels=3, width=71, activation="relu", image_size=32):
+    return FCNet(10, width, False, num_classes, in_channels, image_size, activation=activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 20})
+def plain_fc20(num_classes=10, in_channels=3, width=71, activation="relu", image_size=32):
+    return FCNet(20, width, False, num_classes, in_channels, image_size, activation=activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 50})
+def plain_fc50(num_classes=10, in_channels=3, width=71, activation="relu", image_size=32):
+    return FCNet(50, width, False, num_classes, in_channels, image_size, activation=activation)
+
+
+@register_model(family="highway", paper_ref=REF_FC, fixed={"depth": 100})
+def plain_fc100(num_classes=10, in_channels=3, width=71, activation="relu", image_size=32):
+    return FCNet(100, width, False, num_classes, in_channels, image_size, activation=activation)

@@ -27,189 +27,78 @@ The stride-2 subsampling sits in the 3x3 conv of the bottleneck (the paper does 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ._layers import check_choice, conv1x1, conv3x3, he_init
+from ._layers import PreActNet, PreActUnit
 from ._registry import ModelConfigError, register_model
-from .resnet_cifar import PadShortcut
+
+__all__ = ["PreActResNet", "PreActUnit"]
 
 REF = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv 1603.05027, Fig. 4 / Table 2 / appendix"
-UNITS = ("a", "b", "c", "d", "e")
 
 
-class PreActUnit(nn.Module):
-    """One residual unit drawn as Fig. 4 (a)-(e); basic (two 3x3) or bottleneck (1x1-3x3-1x1).
+class PreActResNet(PreActNet):
+    """CIFAR net of the appendix: depth 6n+2 (basic units) or 9n+2 (bottleneck units)."""
 
-    forward: [pre-activation] -> branch, (+ shortcut), [post-activation]. `preact_in=False` marks
-    a unit whose pre-activation already ran (the first unit after conv1 for (d)/(e)). Where a
-    bottleneck unit projects, the pre-activation runs before the split so the projection reads it.
-    """
-
-    def __init__(
-        self,
-        variant: str,
-        cin: int,
-        cout: int,
-        stride: int = 1,
-        bottleneck: bool = False,
-        preact_in: bool = True,
-    ):
-        super().__init__()
-        width = cout // 4 if bottleneck else cout
-        shapes = [(cin, width, 1, 1), (width, width, 3, stride), (width, cout, 1, 1)] if bottleneck else [
-            (cin, cout, 3, stride),
-            (cout, cout, 3, 1),
-        ]
-        convs = [conv3x3(i, o, s) if k == 3 else conv1x1(i, o, s) for i, o, k, s in shapes]
-        last = len(convs) - 1
-        branch: list[nn.Module] = []
-        pre: list[nn.Module] = []
-        post: list[nn.Module] = []
-        for i, conv in enumerate(convs):
-            c_in, c_out = shapes[i][0], shapes[i][1]
-            if variant == "e":  # BN-ReLU-conv
-                (pre if i == 0 else branch).extend([nn.BatchNorm2d(c_in), nn.ReLU()])
-                branch.append(conv)
-            elif variant == "d":  # ReLU-conv-BN
-                (pre if i == 0 else branch).append(nn.ReLU())
-                branch.extend([conv, nn.BatchNorm2d(c_out)])
-            else:  # conv-BN-ReLU, the variants differ only around the last conv
-                branch.append(conv)
-                if i < last:
-                    branch.extend([nn.BatchNorm2d(c_out), nn.ReLU()])
-                elif variant == "a":
-                    branch.append(nn.BatchNorm2d(c_out))
-                    post.append(nn.ReLU())
-                elif variant == "b":
-                    post.extend([nn.BatchNorm2d(c_out), nn.ReLU()])
-                else:  # "c"
-                    branch.extend([nn.BatchNorm2d(c_out), nn.ReLU()])
-
-        changes = stride != 1 or cin != cout
-        if not changes:
-            self.shortcut = nn.Identity()
-        elif bottleneck:
-            # 1x1 projection, with a BN where the branch's last conv has one ((a), (c), (d))
-            bn = [nn.BatchNorm2d(cout)] if variant in ("a", "c", "d") else []
-            self.shortcut = nn.Sequential(conv1x1(cin, cout, stride), *bn)
-        else:
-            self.shortcut = PadShortcut(cin, cout, stride)  # option A, as in He 2015's ResNet-110
-        self.preact = nn.Sequential(*pre) if pre and preact_in else None
-        self.shared_preact = self.preact is not None and changes and bottleneck
-        self.branch = nn.Sequential(*branch)
-        self.post = nn.Sequential(*post)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact is None:
-            out = x
-        elif self.shared_preact:
-            x = out = self.preact(x)
-        else:
-            out = self.preact(x)
-        return self.post(self.branch(out) + self.shortcut(x))
-
-
-class PreActResNet(nn.Module):
-    def __init__(
-        self,
-        depth: int,
-        bottleneck: bool,
-        unit: str = "e",
-        num_classes: int = 10,
-        in_channels: int = 3,
-    ):
-        super().__init__()
-        name = "preresnet"
-        check_choice(name, "unit", unit, UNITS)
+    def __init__(self, depth: int, bottleneck: bool, unit: str = "e", num_classes: int = 10, in_channels: int = 3):
         per_unit = 9 if bottleneck else 6
         if depth < per_unit + 2 or (depth - 2) % per_unit:
             kind = "9n+2 (164, 1001)" if bottleneck else "6n+2 (110)"
             unit_kind = "bottleneck" if bottleneck else "basic"
-            raise ModelConfigError(f"{name}: {unit_kind} depth must be {kind}, got {depth}")
+            raise ModelConfigError(f"preresnet: {unit_kind} depth must be {kind}, got {depth}")
         n = (depth - 2) // per_unit
-        self.unit = unit
         widths = (64, 128, 256) if bottleneck else (16, 32, 64)
-        self.conv1 = conv3x3(in_channels, 16)
-        self.bn1 = nn.BatchNorm2d(16)
-        units, cin = [], 16
-        for stage, w in enumerate(widths):
-            for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
-                first = stage == 0 and i == 0
-                units.append(PreActUnit(unit, cin, w, stride, bottleneck, preact_in=not first))
-                cin = w
-        self.units = nn.Sequential(*units)
-        # extra activation after the last addition for the pre-activation units
-        self.final_bn = nn.BatchNorm2d(cin) if unit == "e" else nn.Identity()
-        self.final_relu = unit in ("d", "e")
-        self.fc = nn.Linear(cin, num_classes)
-        he_init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W); for (d)/(e) this is unit 1's pre-activation
-        x = self.units(x)
-        x = self.final_bn(x)
-        if self.final_relu:
-            x = F.relu(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        super().__init__((n, n, n), widths, unit, bottleneck, num_classes, in_channels, "cifar", stem_width=16)
 
 
-def _build(depth, bottleneck, unit, num_classes, in_channels):
-    return PreActResNet(depth, bottleneck, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
+def preresnet110_a(num_classes=10, in_channels=3):
+    return PreActResNet(110, False, "a", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_a(num_classes=10, in_channels=3, unit="a"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
+def preresnet110_b(num_classes=10, in_channels=3):
+    return PreActResNet(110, False, "b", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_b(num_classes=10, in_channels=3, unit="b"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
+def preresnet110_c(num_classes=10, in_channels=3):
+    return PreActResNet(110, False, "c", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_c(num_classes=10, in_channels=3, unit="c"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
+def preresnet110_d(num_classes=10, in_channels=3):
+    return PreActResNet(110, False, "d", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_d(num_classes=10, in_channels=3, unit="d"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet110_e(num_classes=10, in_channels=3):
+    return PreActResNet(110, False, "e", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet110_e(num_classes=10, in_channels=3, unit="e"):
-    return _build(110, False, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
+def preresnet164_a(num_classes=10, in_channels=3):
+    return PreActResNet(164, True, "a", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_a(num_classes=10, in_channels=3, unit="a"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
+def preresnet164_b(num_classes=10, in_channels=3):
+    return PreActResNet(164, True, "b", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_b(num_classes=10, in_channels=3, unit="b"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
+def preresnet164_c(num_classes=10, in_channels=3):
+    return PreActResNet(164, True, "c", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_c(num_classes=10, in_channels=3, unit="c"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
+def preresnet164_d(num_classes=10, in_channels=3):
+    return PreActResNet(164, True, "d", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_d(num_classes=10, in_channels=3, unit="d"):
-    return _build(164, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet164_e(num_classes=10, in_channels=3):
+    return PreActResNet(164, True, "e", num_classes, in_channels)
 
 
-@register_model(family="preact", paper_params=1.7e6, paper_ref=REF)
-def preresnet164_e(num_classes=10, in_channels=3, unit="e"):
-    return _build(164, True, unit, num_classes, in_channels)
-
-
-@register_model(family="preact", paper_params=10.2e6, paper_ref=REF)
-def preresnet1001(num_classes=10, in_channels=3, unit="e"):
-    return _build(1001, True, unit, num_classes, in_channels)
+@register_model(family="preact", paper_params=10.2e6, paper_ref=REF, fixed={"unit": "e"})
+def preresnet1001(num_classes=10, in_channels=3):
+    return PreActResNet(1001, True, "e", num_classes, in_channels)

@@ -129,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")
     _suite_arg(p)
     p.add_argument("--tracking-uri")
-    p.add_argument("--out", help="output directory (default: reports/SUITE)")
+    p.add_argument("--out", help="output directory (default: ./reports/SUITE in the working directory)")
     p.add_argument("--profile", help="default: the profile of the newest bench run")
     p.add_argument("--dataset", help="default: the dataset of the newest bench run")
     p.add_argument("--print", action="store_true", help="print the markdown report")

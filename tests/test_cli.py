@@ -3,8 +3,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import bench as bench_pkg
 
 from fixtures_data import write_cifar10, write_poisoned_pickle
 
@@ -76,3 +79,49 @@ def test_report_without_a_store_creates_nothing(tmp_path):
     r = bench("report", "quickstart", cwd=tmp_path)
     assert r.returncode == 1 and "no tracking store" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+TINY_SUITE = """
+name: tiny
+title: "Tiny table"
+paper: {citation: "He et al. 2015", ref: "Table 9", dataset: cifar10}
+dataset: cifar10
+layout: {rows: depth, cols: net, metric: test_error, stat: mean}
+protocol: {iterations: 20}
+seeds: 1
+cells:
+  - {id: P20, model: plain20, row: "20", col: plain, paper: {value: 9.0}}
+  - {id: R20, model: resnet20, row: "20", col: resnet, paper: {value: 8.75}}
+"""
+
+
+def test_report_default_out_is_reports_in_the_working_directory(tmp_path):
+    from bench import track
+    from bench.report import REPORTS_DIR
+    from bench.run.trials import expand
+    from bench.spec import load_suite
+
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    suite = load_suite(tmp_path / "tiny.yaml")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, suite.name)
+    trials = expand(suite, "paper")
+    parent = track.start_parent(uri, exp, suite="tiny", profile="paper", dataset="cifar10", argv=[],
+                                n_trials=len(trials), n_skipped=0)
+    for t in trials:
+        tr = track.TrialTracker(uri, track.create_trial_run(uri, exp, parent, t))
+        for step in (10, 20):
+            tr.log_metrics({"train_error": 0.5 / step, "test_error": 0.1 if t.cell == "R20" else 0.2}, step)
+        tr.finish("FINISHED")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    r = bench("report", str(tmp_path / "tiny.yaml"), "--tracking-uri", uri, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "reports" / "tiny" / "report.md").is_file()
+    assert not REPORTS_DIR.is_absolute()  # never the package's (or a checkout's) own reports/
+    assert not (Path(bench_pkg.__file__).resolve().parent.parent / "reports" / "tiny").exists()
+    out = tmp_path / "elsewhere"
+    r = bench("report", str(tmp_path / "tiny.yaml"), "--tracking-uri", uri, "--out", str(out), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.md").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +15,18 @@ def _suite_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", help="suite name (suites/NAME.yaml) or path to a suite YAML")
 
 
+def _check_seeds(a: argparse.Namespace) -> None:
+    if a.seeds is not None and a.seeds < 1:
+        from bench.spec import SpecError
+        raise SpecError(f"--seeds must be at least 1, got {a.seeds}")
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.run.driver import run_suite
 
+    _check_seeds(a)
     console = Console()
     s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
                   tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
@@ -106,6 +114,7 @@ def cmd_data_fetch(a: argparse.Namespace) -> int:
 def cmd_plan(a: argparse.Namespace) -> int:
     from bench.plan import plan
 
+    _check_seeds(a)
     print(plan(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, probe=not a.no_probe))
     return 0
 
@@ -169,7 +178,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return a.fn(a)
+        rc = a.fn(a)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit-time flush
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`bench list | head -1`): stop quietly. Point stdout at devnull so the
+        # exit-time flush of what is still buffered cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return e.exit_code

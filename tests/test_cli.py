@@ -125,3 +125,38 @@ def test_report_default_out_is_reports_in_the_working_directory(tmp_path):
     r = bench("report", str(tmp_path / "tiny.yaml"), "--tracking-uri", uri, "--out", str(out), cwd=work)
     assert r.returncode == 0, r.stderr
     assert (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "no_such_suite"], "no such suite file"),
+    (["run", "quickstart", "--profile", "fast"], "unknown profile 'fast'"),
+    (["plan", "quickstart", "--profile", "fast", "--no-probe"], "unknown profile 'fast'"),
+    (["run", "quickstart", "--profile", "smoke", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["run", "quickstart", "--profile", "smoke", "--seeds", "-1"], "--seeds must be at least 1, got -1"),
+    (["plan", "quickstart", "--profile", "smoke", "--seeds", "0", "--no-probe"], "--seeds must be at least 1"),
+    (["run", "quickstart", "--profile", "smoke", "--dataset", "fashion-mnist", "--data-root", "{tmp}/nowhere"],
+     "{tmp}/nowhere does not exist"),
+    (["data", "info", "cifar10", "--root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main([a.format(tmp=tmp_path) for a in args])
+    out, err = capsys.readouterr()
+    assert rc == 2, err
+    assert err.startswith("bench: error: ") and err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+    assert out == "" and list(tmp_path.iterdir()) == []  # nothing run, no store created
+
+
+def test_closed_pipe_exits_quietly():
+    cmd = f"{sys.executable} -m bench.cli list"
+    r = subprocess.run(f"{cmd} | head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("degradation: ") and r.stdout.count("\n") == 1
+    assert r.stderr == ""
+    # The same without the race: the reader is gone before bench writes anything.
+    p = subprocess.Popen([sys.executable, "-m", "bench.cli", "list", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 1 and err == ""

@@ -1,6 +1,7 @@
 """The CLI's read-only commands, as a user calls them (a subprocess, exit codes, JSON shapes)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,13 @@ def test_closed_pipe_exits_quietly():
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait(timeout=120) == 1 and err == ""
+
+
+def test_mlflow_run_url_lines_are_silenced():
+    # MLflow's "View run ... at: http://..." lines (one per trial against a tracking server) stay off stdout.
+    code = ("import bench\n"
+            "from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT as v\n"
+            "assert v.get() is True\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr

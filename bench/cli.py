@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")
     _suite_arg(p)
     p.add_argument("--tracking-uri")
-    p.add_argument("--out", help="output directory (default: reports/SUITE)")
+    p.add_argument("--out", help="output directory (default: ./reports/SUITE in the working directory)")
     p.add_argument("--profile", help="default: the profile of the newest bench run")
     p.add_argument("--dataset", help="default: the dataset of the newest bench run")
     p.add_argument("--print", action="store_true", help="print the markdown report")
@@ -178,7 +179,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return a.fn(a)
+        rc = a.fn(a)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit-time flush
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`bench list | head -1`): stop quietly. Point stdout at devnull so the
+        # exit-time flush of what is still buffered cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench import BenchError
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"  # package data; top-level suites/ links here
 
 # Metrics a cell or claim may name. `iters_to:<metric><=<thr>` is derived from the curves by the report.
 METRICS = (

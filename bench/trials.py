@@ -107,7 +107,7 @@ def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, 
     that take x (a plain net has no gate bias). Needed only for a suite with a search."""
     p = get_profile(suite, profile)
     if seeds is not None and seeds < 1:
-        raise SpecError(f"--seeds must be at least 1 (got {seeds})")
+        raise SpecError(f"--seeds must be at least 1, got {seeds}")
     seed_list = list(range(seeds)) if seeds is not None else (
         list(suite.seeds) if p.seeds is None else list(range(p.seeds)) if isinstance(p.seeds, int) else list(p.seeds))
     if not seed_list:

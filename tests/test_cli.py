@@ -1,10 +1,14 @@
 """The CLI's read-only commands, as a user calls them (a subprocess, exit codes, JSON shapes)."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import bench as bench_pkg
 
 from fixtures_data import write_cifar10, write_poisoned_pickle
 
@@ -76,3 +80,96 @@ def test_report_without_a_store_creates_nothing(tmp_path):
     r = bench("report", "quickstart", cwd=tmp_path)
     assert r.returncode == 1 and "no tracking store" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+TINY_SUITE = """
+name: tiny
+title: "Tiny table"
+paper: {citation: "He et al. 2015", ref: "Table 9", dataset: cifar10}
+dataset: cifar10
+layout: {rows: depth, cols: net, metric: test_error, stat: mean}
+protocol: {iterations: 20}
+seeds: 1
+cells:
+  - {id: P20, model: plain20, row: "20", col: plain, paper: {value: 9.0}}
+  - {id: R20, model: resnet20, row: "20", col: resnet, paper: {value: 8.75}}
+"""
+
+
+def test_report_default_out_is_reports_in_the_working_directory(tmp_path):
+    from bench import track
+    from bench.report import REPORTS_DIR
+    from helpers import expand
+    from bench.spec import load_suite
+
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    suite = load_suite(tmp_path / "tiny.yaml")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, suite.name)
+    trials = expand(suite, "paper")
+    parent = track.start_parent(uri, exp, suite="tiny", profile="paper", dataset="cifar10", argv=[],
+                                n_trials=len(trials), n_skipped=0)
+    for t in trials:
+        tr = track.TrialTracker(uri, track.create_trial_run(uri, exp, parent, t))
+        for step in (10, 20):
+            tr.log_metrics({"train_error": 0.5 / step, "test_error": 0.1 if t.cell == "R20" else 0.2}, step)
+        tr.finish("FINISHED")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    r = bench("report", str(tmp_path / "tiny.yaml"), "--tracking-uri", uri, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "reports" / "tiny" / "report.md").is_file()
+    assert not REPORTS_DIR.is_absolute()  # never the package's (or a checkout's) own reports/
+    assert not (Path(bench_pkg.__file__).resolve().parent.parent / "reports" / "tiny").exists()
+    out = tmp_path / "elsewhere"
+    r = bench("report", str(tmp_path / "tiny.yaml"), "--tracking-uri", uri, "--out", str(out), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "no_such_suite"], "no such suite file"),
+    (["run", "quickstart", "--profile", "fast"], "unknown profile 'fast'"),
+    (["plan", "quickstart", "--profile", "fast", "--no-probe"], "unknown profile 'fast'"),
+    (["run", "quickstart", "--profile", "smoke", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["run", "quickstart", "--profile", "smoke", "--seeds", "-1"], "--seeds must be at least 1, got -1"),
+    (["plan", "quickstart", "--profile", "smoke", "--seeds", "0", "--no-probe"], "--seeds must be at least 1"),
+    # A huge plan asks for --max-trials/--yes and is summarised, never listed seed by seed.
+    (["run", "quickstart", "--profile", "smoke", "--seeds", "100000"], "more than 1000 trials; pass --max-trials"),
+    (["run", "quickstart", "--profile", "smoke", "--dataset", "fashion-mnist", "--data-root", "{tmp}/nowhere"],
+     "{tmp}/nowhere does not exist"),
+    (["data", "info", "cifar10", "--root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main([a.format(tmp=tmp_path) for a in args])
+    out, err = capsys.readouterr()
+    assert rc == 2, err
+    assert err.startswith("bench: error: ") and err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+    assert out == "" and list(tmp_path.iterdir()) == []  # nothing run, no store created
+
+
+def test_closed_pipe_exits_quietly():
+    cmd = f"{sys.executable} -m bench.cli list"
+    r = subprocess.run(f"{cmd} | head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("degradation: ") and r.stdout.count("\n") == 1
+    assert r.stderr == ""
+    # The same without the race: the reader is gone before bench writes anything.
+    p = subprocess.Popen([sys.executable, "-m", "bench.cli", "list", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 1 and err == ""
+
+
+def test_mlflow_run_url_lines_are_silenced():
+    # MLflow's "View run ... at: http://..." lines (one per trial against a tracking server) stay off stdout.
+    code = ("import bench\n"
+            "from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT as v\n"
+            "assert v.get() is True\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr

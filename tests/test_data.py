@@ -416,7 +416,8 @@ def test_loader_crop_shifts_content():
         match = [k for k, win in windows.items() if torch.equal(o, win)]
         assert len(match) == 1
         seen.add(match[0])
-    assert len(seen) > 10 and (2, 2) in windows  # many different offsets, zero-filled borders included
+    # many different offsets, every shift on each axis, the fully zero-filled borders (0 and 4) included
+    assert len(seen) > 10 and {k[0] for k in seen} == set(range(5)) and {k[1] for k in seen} == set(range(5))
     assert any(k != (2, 2) for k in seen)
 
 

@@ -76,4 +76,9 @@ def test_bad_subset_is_a_clear_error(synth):
     from bench import BenchError
     with pytest.raises(BenchError, match="train_subset 1000 exceeds the 96 training images"):
         run_trial(trial(train_subset=1000), synth)
-    assert torch.get_num_threads() >= 1
+    # A fractional CPU share (Ray's 0.5) is floored but clamped to one thread, and applied before the error.
+    torch.set_num_threads(2)
+    half = Trial.from_dict({**trial(train_subset=1000).to_dict(), "resources": {"cpus": 0.5}})
+    with pytest.raises(BenchError, match="train_subset 1000"):
+        run_trial(half, synth)
+    assert torch.get_num_threads() == 1

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data import cifar, idx, imagenet, synthetic
-from bench.data.base import Dataset, DatasetError, channel_stats
+from bench.data.base import DataRootError, Dataset, DatasetError, channel_stats
 from bench.data.imagenet import ImageNet, ImageStream
 from bench.data.loader import DeviceLoader, normalize
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "DeviceLoader", "ImageNet", "ImageStream", "channel_stats",
+__all__ = ["DATASETS", "DataRootError", "Dataset", "DatasetError", "DeviceLoader", "ImageNet", "ImageStream", "channel_stats",
            "default_root", "fetch", "info", "load", "normalize"]
 
 
@@ -90,17 +90,29 @@ def _root(name: str, root) -> Path | None:
     return Path(root).expanduser() if root is not None else default_root(name)
 
 
+def _read(spec: DatasetSpec, fn: Callable, root, kw: dict):
+    """fn(root, **options); a given root that does not exist is the caller's bad input (DataRootError, exit 2)."""
+    options = _options(spec.name, kw)
+    path = _root(spec.name, root)
+    try:
+        return fn(path, **options)
+    except DatasetError as e:
+        if root is not None and spec.uses_root and not path.exists():
+            raise DataRootError(f"{e} ({path} does not exist)") from None
+        raise
+
+
 def load(name: str, root: str | Path | None = None, **kw) -> Dataset | ImageNet:
     """The named dataset, read from root (default: default_root(name)). ImageNet returns a streaming ImageNet."""
     spec = _spec(name)
-    return spec.load(_root(name, root), **_options(name, kw))
+    return _read(spec, spec.load, root, kw)
 
 
 def info(name: str, root: str | Path | None = None, **kw) -> dict:
     """Facts read from the files: name, source, splits {train, test}, shape_stored, shape_served, num_classes,
     classes, mean, std, checksums {file: ok|mismatch|missing|absent}, verified (True/False, None if unknown)."""
     spec = _spec(name)
-    return spec.info(_root(name, root), **_options(name, kw))
+    return _read(spec, spec.info, root, kw)
 
 
 def fetch(name: str, root: str | Path | None = None, url: str | list[str] | None = None) -> Path:

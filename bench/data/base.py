@@ -22,6 +22,12 @@ class DatasetError(BenchError):
     """Bad, missing or unsafe dataset files; the message names the file and the problem on one line."""
 
 
+class DataRootError(DatasetError):
+    """The dataset directory the user named (--root, --data-root) does not exist: bad input, exit 2."""
+
+    exit_code = 2
+
+
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of a uint8 (N, C, H, W) tensor, in [0, 1] scale.
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import bench
 from bench import BenchError
 from bench.report.claims import check_claims
 from bench.report.plots import figure_metrics, plot_curves
@@ -23,7 +22,8 @@ from bench.report.tables import (TAG, cell_stats, curve_metrics, exclusions, met
                                  same_dataset, select_runs, summarize_runs)
 from bench.spec import Suite, get_profile
 
-REPORTS_DIR = Path(bench.__file__).resolve().parent.parent / "reports"
+# Relative: the default output is ./reports/<suite> in the working directory, never inside the installed package.
+REPORTS_DIR = Path("reports")
 
 
 class ReportError(BenchError):

@@ -56,7 +56,8 @@ def trainable(config: dict[str, Any], data=None) -> None:
     trial = Trial.from_dict(cfg["trial"])
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])
     try:
-        tracker.set_tags({"host": platform.node(), "torch": torch.__version__, "lightning": lightning.__version__})
+        tracker.set_tags({"host": platform.node(), **ray_exec.node_info(), "torch": torch.__version__,
+                          "lightning": lightning.__version__})
         work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-"))
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})

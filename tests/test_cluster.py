@@ -197,7 +197,7 @@ def test_submit_wait_runs_trials_on_both_nodes(cl, tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     nodes = {r.data.tags.get("bench.node_id") for r in children}
     assert None not in nodes and len(nodes) == 2, nodes           # 1 CPU per node, 8 one-CPU trials
-    assert {r.data.tags["bench.node_ip"] for r in children} == {"127.0.0.1"}
+    assert all(r.data.tags.get("bench.node_ip") for r in children)
     # Artifacts went through the server's proxy, not to a path on a node.
     assert MlflowClient(cl.tracking).get_experiment_by_name("bench/quickstart").artifact_location.startswith(
         "mlflow-artifacts:")

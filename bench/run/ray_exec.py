@@ -45,9 +45,11 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         _probe(address)
     try:
         if address:
-            # Ship the package to the cluster: nodes need bench's code, not this checkout.
+            # Ship the package to the cluster: nodes need bench's code, not this checkout. A Ray job (bench
+            # submit) already ships it in the job's runtime env, which its workers inherit.
+            in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-                     runtime_env={"py_modules": [str(REPO / "bench")]})
+                     runtime_env=None if in_job else {"py_modules": [str(REPO / "bench")]})
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")

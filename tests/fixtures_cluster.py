@@ -54,13 +54,16 @@ def bench_env() -> dict[str, str]:
     return env
 
 
-def stop_tree(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """SIGTERM the process we started and every descendant it has now; SIGKILL what is left after timeout."""
-    try:
-        root = psutil.Process(proc.pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        procs = []
+def stop_trees(popens: list[subprocess.Popen], timeout: float = 5.0) -> None:
+    """SIGTERM the processes we started and every descendant they have now (all at once, so the nodes shut down
+    in parallel); SIGKILL what is left after timeout."""
+    procs = []
+    for proc in popens:
+        try:
+            root = psutil.Process(proc.pid)
+            procs += [root] + root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
     for p in procs:
         try:
             p.terminate()
@@ -73,10 +76,11 @@ def stop_tree(proc: subprocess.Popen, timeout: float = 5.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
+    for proc in popens:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _get_json(url: str, timeout: float = 2.0):
@@ -155,6 +159,5 @@ def local_cluster():
               "bench server", 60, cl.procs)
         yield cl
     finally:
-        for p in reversed(cl.procs):
-            stop_tree(p)
+        stop_trees(cl.procs)
         shutil.rmtree(root, ignore_errors=True)

@@ -20,6 +20,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     from bench.run.driver import run_suite
 
+    _sigterm_interrupts()
     console = Console()
     s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
                   tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
@@ -33,6 +34,65 @@ def cmd_run(a: argparse.Namespace) -> int:
         console.print(f"  FAILED {name}: {err}", highlight=False)
     console.print(f"next: bench report {a.suite}" + (f" --tracking-uri {a.tracking_uri}" if a.tracking_uri else ""))
     return 1 if s.failed else 0
+
+
+def _sigterm_interrupts() -> None:
+    """`bench stop` (and any SIGTERM) ends a run like Ctrl-C: the driver ends its open runs KILLED and exits."""
+    import signal
+
+    def interrupt(_sig, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def cmd_submit(a: argparse.Namespace) -> int:
+    from bench.run import jobs
+
+    return jobs.submit(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells,
+                       tracking_uri=a.tracking_uri, storage=a.storage, address=a.address, wait=a.wait)
+
+
+def cmd_jobs(a: argparse.Namespace) -> int:
+    from bench.run import jobs
+
+    rows = jobs.list_jobs(a.address)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("id", "suite", "profile", "status", "start", "duration")
+    width = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in cols}
+    for r in [dict(zip(cols, cols))] + rows:
+        print("  ".join(f"{r[c]:<{width[c]}}" for c in cols).rstrip())
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from bench.run import jobs
+
+    r = jobs.status(a.job, a.address)
+    print(f"{r['id']}: {r['status']} (suite {r['suite']}, profile {r['profile']}, started {r['start']}, "
+          f"{r['duration']})" + (f": {r['message']}" if r["message"] else ""))
+    return 0
+
+
+def cmd_logs(a: argparse.Namespace) -> int:
+    from bench.run import jobs
+
+    return jobs.logs(a.job, a.address, a.follow)
+
+
+def cmd_stop(a: argparse.Namespace) -> int:
+    from bench.run import jobs
+
+    print(f"{a.job}: {jobs.stop(a.job, a.address)}")
+    return 0
+
+
+def cmd_server(a: argparse.Namespace) -> int:
+    from bench import server
+
+    return server.serve(a.host, a.port, a.store, a.workers)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -135,6 +195,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="run more than 1,000 trials (the count, as a check)")
     p.add_argument("--yes", action="store_true", help="run however many trials the suite expands to")
     p.set_defaults(fn=cmd_run)
+
+    addr_help = "Ray Jobs API of the cluster's head, http://HEAD:8265 (default: $BENCH_JOBS_ADDRESS or $RAY_ADDRESS)"
+    p = sub.add_parser("submit", help="run a suite on a Ray cluster as a Ray job; prints the job id")
+    _suite_arg(p)
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--dataset")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--cells", nargs="+")
+    p.add_argument("--tracking-uri", help="default: $BENCH_TRACKING_URI on the head, else http://HEAD:5000")
+    p.add_argument("--storage", help="Ray storage path every node shares (passed to bench run)")
+    p.add_argument("--address", help=addr_help)
+    p.add_argument("--wait", action="store_true", help="follow the job's logs; exit 0 if it succeeded, else 1")
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("jobs", help="the cluster's jobs: id, suite, profile, status, start, duration")
+    p.add_argument("--address", help=addr_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_jobs)
+    for name, fn, text in (("status", cmd_status, "a job's status"), ("logs", cmd_logs, "a job's output"),
+                           ("stop", cmd_stop, "stop a job; its unfinished runs end KILLED")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job", help="job id (from bench submit or bench jobs)")
+        p.add_argument("--address", help=addr_help)
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("server", help="the cluster's MLflow tracking server (database + proxied artifacts)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it, unauthenticated, to the network")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--store", help="directory (sqlite DIR/mlflow.db, DIR/mlartifacts; default .) or a "
+                                   "SQLAlchemy URI such as postgresql://user@db/mlflow")
+    p.add_argument("--workers", type=int, help="server worker processes (mlflow's default otherwise)")
+    p.set_defaults(fn=cmd_server)
 
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")
     _suite_arg(p)

@@ -22,3 +22,252 @@ def test_broken_cluster_yaml_is_rejected():
     del cfg["available_node_types"]["gpu_a10g_x4"]["node_config"]
     with pytest.raises(Exception, match="node_config"):
         validate_config(prepare_config(cfg))
+
+
+# ---- feasibility against the autoscaler's node types (pure) ---------------------------------------------------
+
+from bench.run import cluster as placement  # noqa: E402
+from bench.spec import Resources  # noqa: E402
+
+TYPES = placement.node_types_from_config(yaml.safe_load(CLUSTER.read_text()))
+
+
+def _why(**r):
+    return placement.infeasible(placement.bundles(Resources(**r)), TYPES)
+
+
+def test_shipped_node_types_are_read_with_the_head_counted_once():
+    by = {t["name"]: t for t in TYPES}
+    assert by["head"]["max"] == 1 and by["head"]["resources"].get("CPU") == 0
+    assert max(t["resources"].get("GPU", 0) for t in TYPES) == 8
+
+
+def test_what_a_node_type_could_hold_is_feasible_before_any_node_scaled_up():
+    assert _why(cpus=4, gpus=0.25) is None                      # a CIFAR trial on a 4-GPU node
+    assert _why(cpus=8, gpus=1, workers=8) is None              # data-parallel over 8 GPUs (several nodes)
+    assert _why(cpus=96, gpus=8) is None
+
+
+def test_what_no_node_type_could_hold_is_refused():
+    assert "no node type holds" in _why(cpus=4, gpus=16)        # one bundle bigger than any node
+    assert "add up to 32" in _why(cpus=1, gpus=1, workers=64)   # 64 GPUs; 4x4 + 2x8 = 32 at most
+    assert "no node type holds" in placement.infeasible([{"CPU": 1, "TPU": 1}], TYPES)
+
+
+def test_unbounded_node_types_and_no_usable_type():
+    free = [{"name": "g", "resources": {"CPU": 8, "GPU": 1}, "max": -1}]
+    assert placement.infeasible([{"CPU": 1, "GPU": 1}] * 100, free) is None
+    assert "none" in placement.infeasible([{"CPU": 1}], [{"name": "h", "resources": {"CPU": 4}, "max": 0}])
+
+
+def test_check_resources_uses_node_types_over_current_resources():
+    from rich.console import Console
+
+    from bench.run.driver import check_resources
+    from bench.run.ray_exec import ClusterError
+    from tests.helpers import expand
+
+    from bench.spec import load_suite
+
+    trials = expand(load_suite("quickstart"), "paper")           # cpus 4, gpus 0.25 per trial
+    head_only = {"CPU": 0.0}
+    with pytest.raises(ClusterError, match="GPU"):
+        check_resources(trials, head_only, embedded=False, console=Console())
+    assert len(check_resources(trials, head_only, embedded=False, console=Console(), node_types=TYPES)) == len(trials)
+    tiny = [{"name": "cpu", "resources": {"CPU": 2}, "max": 3}]
+    with pytest.raises(ClusterError, match="can never be scheduled"):
+        check_resources(trials, head_only, embedded=False, console=Console(), node_types=tiny)
+
+
+def test_node_types_from_a_declared_autoscaler_config(tmp_path, monkeypatch):
+    """Without a GCS cluster config, bench reads the cluster-launcher file the head was started with."""
+    from bench.run import ray_exec
+
+    f = tmp_path / "bootstrap.yaml"
+    f.write_text(CLUSTER.read_text())
+    monkeypatch.setenv("BENCH_AUTOSCALER_CONFIG", str(f))
+    assert {t["name"] for t in ray_exec.node_types()} == {"head", "gpu_a10g_x4", "gpu_a100_x8"}
+    monkeypatch.setenv("BENCH_AUTOSCALER_CONFIG", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ray_exec.node_types() is None
+
+
+def test_sqlite_store_is_refused_on_a_multi_node_cluster_only():
+    placement.check_shared_store("sqlite:////tmp/x.db", 1)
+    placement.check_shared_store("http://head:5000", 3)
+    with pytest.raises(placement.PlacementError, match="bench server"):
+        placement.check_shared_store("sqlite:////tmp/x.db", 2)
+
+
+def test_server_command_binds_localhost_with_a_database_and_proxied_artifacts(tmp_path):
+    from bench import server
+
+    cmd = server.command("127.0.0.1", 5001, str(tmp_path))
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path / "mlartifacts")
+    assert "--serve-artifacts" in cmd and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    pg = server.command("0.0.0.0", 5000, "postgresql://u@db/mlflow")
+    assert pg[pg.index("--backend-store-uri") + 1] == "postgresql://u@db/mlflow"
+
+
+def test_report_header_counts_trials_per_host_and_node():
+    import pandas as pd
+
+    from bench.report.tables import summarize_runs
+
+    runs = pd.DataFrame({"tags.bench.host": ["vm-a"] * 4 + ["vm-b"] * 4,
+                         "tags.bench.node_id": ["n1"] * 4 + ["n2"] * 4})
+    s = summarize_runs(runs)
+    assert s["hosts"] == ["vm-a ×4", "vm-b ×4"] and s["ray_nodes"] == 2
+
+
+def test_job_entrypoint_defaults_to_the_heads_tracking_server():
+    from bench.run import jobs
+
+    uri = jobs.default_tracking_uri("http://10.0.0.5:8265")
+    cmd = jobs.entrypoint("q.yaml", profile="smoke", dataset=None, seeds=None, cells=["a", "b"], tracking_uri=uri,
+                          storage="/mnt/shared")
+    assert cmd.endswith('--tracking-uri "${BENCH_TRACKING_URI:-http://10.0.0.5:5000}"')
+    assert "--address auto" in cmd and "--cells a b" in cmd and "--storage /mnt/shared" in cmd
+
+
+# ---- real processes: a 2-node Ray cluster and a bench server on this machine -----------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from tests.fixtures_cluster import bench_env, free_ports, local_cluster  # noqa: E402
+
+
+def _bench(args, cwd, timeout=240):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=bench_env())
+
+
+def _runs(uri, suite):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(f"bench/{suite}")
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _error_line(r):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines and lines[-1].startswith("bench: error: "), r.stdout + r.stderr
+    return lines[-1]
+
+
+def test_unreachable_head_is_a_one_line_error_in_seconds(tmp_path):
+    port = free_ports(1)[0]
+    t = time.time()
+    r = _bench(["jobs", "--address", f"http://127.0.0.1:{port}"], tmp_path)
+    assert "cannot reach Ray Jobs API" in _error_line(r) and time.time() - t < 20
+
+
+def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
+    port = free_ports(1)[0]
+    t = time.time()
+    r = _bench(["run", "quickstart", "--profile", "smoke", "--tracking-uri", f"http://127.0.0.1:{port}"], tmp_path)
+    assert "cannot reach the tracking server" in _error_line(r)
+    assert time.time() - t < 30 and "Ray" not in r.stdout
+
+
+@pytest.fixture(scope="module")
+def cl():
+    with local_cluster() as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_submit_wait_runs_trials_on_both_nodes(cl, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    t0 = time.time()
+    p = subprocess.Popen([sys.executable, "-m", "bench.cli", "submit", "quickstart", "--profile", "smoke", "--wait",
+                          "--address", cl.jobs, "--tracking-uri", cl.tracking], cwd=tmp_path, env=bench_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
+    while p.poll() is None and first is None:       # submit-to-first-trial latency, as a user would see it
+        if any(r.info.status in ("RUNNING", "FINISHED") and r.data.tags.get("bench.kind") == "trial"
+               for r in _runs(cl.tracking, "quickstart")):
+            first = time.time() - t0
+        time.sleep(0.5)
+    out, err = p.communicate(timeout=240)
+    total = time.time() - t0
+    print(f"\nsubmit->first trial RUNNING {first} s; submit->job done {total:.1f} s")
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    job_id = out.splitlines()[0].strip()
+    assert job_id.startswith("bench-quickstart-smoke-") and "8 finished, 0 failed" in out
+
+    runs = _runs(cl.tracking, "quickstart")
+    parents = [r for r in runs if r.data.tags.get("bench.kind") == "parent"]
+    children = [r for r in runs if r.data.tags.get("bench.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 8
+    assert all(r.info.status == "FINISHED" for r in runs)
+    nodes = {r.data.tags.get("bench.node_id") for r in children}
+    assert None not in nodes and len(nodes) == 2, nodes           # 1 CPU per node, 8 one-CPU trials
+    assert all(r.data.tags.get("bench.node_ip") for r in children)
+    # Artifacts went through the server's proxy, not to a path on a node.
+    assert MlflowClient(cl.tracking).get_experiment_by_name("bench/quickstart").artifact_location.startswith(
+        "mlflow-artifacts:")
+
+    lst = _bench(["jobs", "--address", cl.jobs], tmp_path)
+    row = next(ln for ln in lst.stdout.splitlines() if ln.startswith(job_id))
+    assert "quickstart" in row and "smoke" in row and "SUCCEEDED" in row
+    st = _bench(["status", job_id, "--address", cl.jobs], tmp_path)
+    assert st.returncode == 0 and "SUCCEEDED" in st.stdout
+
+
+def _slow_suite(tmp_path):
+    """quickstart's smoke profile, long enough (many epochs) to be stopped mid-run, as its own suite."""
+    raw = yaml.safe_load((CLUSTER.parent / "suites" / "quickstart.yaml").read_text())
+    raw["name"] = "clusterstop"
+    raw["profiles"]["smoke"]["protocol"]["epochs"] = 400
+    f = tmp_path / "clusterstop.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    return f
+
+
+@pytest.mark.slow
+def test_stop_mid_run_leaves_no_run_running(cl, tmp_path):
+    sub = _bench(["submit", str(_slow_suite(tmp_path)), "--profile", "smoke", "--seeds", "1", "--address", cl.jobs,
+                  "--tracking-uri", cl.tracking], tmp_path)
+    assert sub.returncode == 0, sub.stderr
+    job_id = sub.stdout.strip()
+    end = time.time() + 120
+    while time.time() < end and not any(r.info.status == "RUNNING" and r.data.tags.get("bench.kind") == "trial"
+                                        for r in _runs(cl.tracking, "clusterstop")):
+        time.sleep(0.5)
+    assert time.time() < end, "no trial started"
+    stop = _bench(["stop", job_id, "--address", cl.jobs], tmp_path)
+    assert stop.returncode == 0 and "STOPPED" in stop.stdout, stop.stdout + stop.stderr
+    end = time.time() + 15                       # the driver ends its open runs as it exits
+    while time.time() < end:
+        runs = _runs(cl.tracking, "clusterstop")
+        if not [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED")]:
+            break
+        time.sleep(1)
+    assert runs and not [(r.info.run_name, r.info.status) for r in runs if r.info.status in ("RUNNING", "SCHEDULED")]
+    assert any(r.info.status == "KILLED" for r in runs)
+
+
+@pytest.mark.slow
+def test_bad_input_is_refused_cleanly_and_creates_nothing(cl, tmp_path):
+    before = _bench(["jobs", "--address", cl.jobs, "--json"], tmp_path)
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: broken\nprofiles: [not, a, mapping\n")
+    assert "broken.yaml" in _error_line(_bench(["submit", str(bad), "--address", cl.jobs], tmp_path))
+    after = _bench(["jobs", "--address", cl.jobs, "--json"], tmp_path)
+    assert before.stdout == after.stdout                            # nothing was submitted
+    assert _runs(cl.tracking, "broken") == []
+
+    assert "no job 'nope'" in _error_line(_bench(["status", "nope", "--address", cl.jobs], tmp_path))
+    assert "no job" in _error_line(_bench(["stop", "nope", "--address", cl.jobs], tmp_path))
+
+    db = tmp_path / "mlflow.db"
+    r = _bench(["run", "quickstart", "--profile", "smoke", "--address", cl.gcs, "--tracking-uri", f"sqlite:///{db}"],
+               tmp_path)
+    assert "cannot reach it" in _error_line(r) and "bench server" in _error_line(r)
+    assert not db.exists()

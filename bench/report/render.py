@@ -85,7 +85,8 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
         ("runs", f"{s['n_runs']} finished trial runs on {d.dataset}, profile {d.profile}{prof_desc}"),
         ("seeds", ", ".join(map(str, s["seeds"])) or "—"),
         ("device(s)", "; ".join(s["devices"]) or "unknown"),
-        ("host(s)", ", ".join(s["hosts"]) or "unknown"),
+        ("host(s)", (", ".join(s["hosts"]) or "unknown")
+         + (f" on {s['ray_nodes']} Ray nodes" if s.get("ray_nodes", 0) > 1 else "")),
         ("torch / lightning", f"{', '.join(s['torch']) or 'unknown'} / {', '.join(s['lightning']) or 'unknown'}"),
         ("git commit(s)", ", ".join(s["git_commits"]) or "unknown"),
         ("wall time", wall),

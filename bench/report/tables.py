@@ -321,11 +321,13 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
     wall = pd.to_numeric(_col(runs, "metrics.wall_time_s"), errors="coerce").dropna()
     seeds = sorted({int(s) for s in runs["seed"].dropna()}) if "seed" in runs else []
     counts = _col(runs, f"{TAG}device").fillna("unknown").value_counts()
+    hosts = _col(runs, f"{TAG}host").fillna("unknown").value_counts()
     return {
         "n_runs": len(runs),
         "seeds": seeds,
         "devices": [f"{d} ×{n}" for d, n in counts.items()] if len(runs) else [],
-        "hosts": _uniq(_col(runs, f"{TAG}host")),
+        "hosts": [f"{h} ×{n}" for h, n in hosts.items()] if len(runs) else [],
+        "ray_nodes": len(_uniq(_col(runs, f"{TAG}node_id"))),
         "torch": _uniq(_col(runs, f"{TAG}torch")),
         "lightning": _uniq(_col(runs, f"{TAG}lightning")),
         "git_commits": _uniq(_col(runs, f"{TAG}git_commit")),

@@ -84,11 +84,23 @@ def check_models(plan: Plan) -> None:
             raise SpecError(f"{plan.suite.name}: cell {t.cell}: model {t.model}: {e}") from None
 
 
-def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bool, console: Console) -> list[Trial]:
+def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bool, console: Console,
+                    node_types: list[dict] | None = None) -> list[Trial]:
     """Refuse what could never be scheduled (Ray would leave it pending forever); on the embedded local runtime a
-    GPU request without a GPU falls back to the CPU with a note."""
+    GPU request without a GPU falls back to the CPU with a note. With the autoscaler's node types, judge against
+    what they could provide (bench.run.cluster), not what is up now."""
+    from bench.run.cluster import capacity, infeasible
+    from bench.run.cluster import bundles as _bundles
     from bench.run.ray_exec import ClusterError
 
+    if node_types:
+        cap = capacity(node_types)
+        for t in trials:
+            why = infeasible(_bundles(t.resources), node_types)
+            if why:
+                raise ClusterError(f"trial {t.name} can never be scheduled on this cluster: {why}")
+        cluster = {**cluster, "CPU": max(cluster.get("CPU", 0), cap.get("CPU", 0)),
+                   "GPU": max(cluster.get("GPU", 0), cap.get("GPU", 0))}
     gpus, cpus = cluster.get("GPU", 0), cluster.get("CPU", 0)
     out, dropped = [], 0
     for t in trials:
@@ -115,6 +127,7 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
             num_cpus: int | None, max_trials: int | None, max_failures: int, console: Console) -> RunState:
     from bench import data as bdata
     from bench import models
+    from bench.run import cluster as placement
     from bench.run import ray_exec
 
     suite = load_suite(suite_ref)
@@ -124,15 +137,20 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
         raise SpecError(f"{plan.summary()}: more than {limit} trials; pass --max-trials {len(plan.trials)} "
                         f"(or --yes) to run them all")
     check_models(plan)
-    ds = bdata.load(plan.dataset, root=data_root)
     uri = track.normalize_uri(tracking_uri or track.default_tracking_uri())
     if max_failures < 0:
         raise SpecError(f"--max-failures must be 0 or more (got {max_failures})")
+    placement.check_tracking_uri(uri)
+    ds = bdata.load(plan.dataset, root=data_root)
     cluster = ray_exec.connect(address, num_cpus=num_cpus)
-    if state_dir is None and address is not None and ray_exec.alive_nodes() > 1:
-        raise ray_exec.ClusterError("a multi-node cluster needs --storage: a path every node shares (NFS), where "
-                                    "trial checkpoints live; the default ./.bench is local to this machine")
-    trials = check_resources(plan.trials, cluster, embedded=address is None, console=console)
+    if address:
+        nodes = ray_exec.alive_nodes()
+        placement.check_shared_store(uri, nodes)
+        if state_dir is None and nodes > 1:
+            raise ray_exec.ClusterError("a multi-node cluster needs --storage: a path every node shares (NFS), "
+                                        "where trial checkpoints live; the default ./.bench is local to this machine")
+    trials = check_resources(plan.trials, cluster, embedded=address is None, console=console,
+                             node_types=ray_exec.node_types() if address else None)
     plan = replace(plan, trials=trials)
     exp = track.ensure_experiment(uri, suite.name)
     summary = Summary(suite.name, profile, plan.dataset, uri, total=len(trials), skipped=0)

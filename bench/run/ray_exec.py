@@ -48,9 +48,11 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         _probe(address)
     try:
         if address:
-            # Ship the package to the cluster: nodes need bench's code, not this checkout.
+            # Ship the package to the cluster: nodes need bench's code, not this checkout. A Ray job (bench
+            # submit) already ships it in the job's runtime env, which its workers inherit.
+            in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-                     runtime_env={"py_modules": [str(REPO / "bench")]})
+                     runtime_env=None if in_job else {"py_modules": [str(REPO / "bench")]})
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
@@ -58,10 +60,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cannot reach Ray cluster at {address or 'local'}: {msg}") from None
     return ray.cluster_resources()
-
-
-def alive_nodes() -> int:
-    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -183,11 +181,6 @@ def tune_checkpoint(dst: Path, name: str) -> Path | None:
         return Path(shutil.copy2(src, dst / name))
 
 
-def node_info() -> dict[str, str]:
-    ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-
-
 # ---- data-parallel trials: one Ray Train TorchTrainer per Tune trial, each worker one Lightning DDP rank --------
 #
 # The Tune trial (worker.trainable) holds only the coordinating slot (Resources.slot) and owns the MLflow run; the
@@ -301,3 +294,48 @@ def run_data_parallel(trial, data, *, uri: str, run_id: str | None, teacher_stat
         x["shard_size"] = len(s)
     return DataParallelResult(final=out["final"], history=out["history"], device=f"{len(ranks)}× {out['device']}",
                               world_size=len(ranks), ranks=ranks)
+
+
+# ---- placement: where a trial runs, what the cluster could ever run ---------------------------------------------
+
+def node_info() -> dict[str, str]:
+    """The Ray node this process runs on (for a trial's tags)."""
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+
+def alive_nodes() -> int:
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def node_types() -> list[dict[str, Any]] | None:
+    """The node types the autoscaler may start (bench.run.cluster.NodeType), with the nodes alive now; None
+    when no autoscaler config can be read (then only the current resources count). Sources: the GCS's cluster
+    config (autoscaler v2, KubeRay), else the cluster-launcher file $BENCH_AUTOSCALER_CONFIG or, on a head
+    started by `ray up`, ~/ray_bootstrap_config.yaml."""
+    import yaml
+
+    from bench.run.cluster import node_types_from_config
+
+    types: list[dict[str, Any]] = []
+    try:
+        from ray._private.state import state
+
+        cfg = state.get_cluster_config()
+        for i, g in enumerate(cfg.node_group_configs if cfg is not None else []):
+            types.append({"name": g.name or f"group{i}", "resources": {k: float(v) for k, v in g.resources.items()},
+                          "max": int(g.max_count)})
+    except Exception:  # noqa: BLE001 - private API; absent or moved: fall through to the file
+        types = []
+    if not types:
+        path = Path(os.environ.get("BENCH_AUTOSCALER_CONFIG") or "~/ray_bootstrap_config.yaml").expanduser()
+        if path.is_file():
+            try:
+                types = node_types_from_config(yaml.safe_load(path.read_text()) or {})
+            except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+                types = []
+    if not types:
+        return None
+    alive = [{"name": f"node {n['NodeManagerAddress']}", "max": 1,
+              "resources": {k: float(v) for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU")}}
+             for n in ray.nodes() if n.get("Alive")] if ray.is_initialized() else []
+    return types + alive

@@ -1,0 +1,212 @@
+"""`bench submit / jobs / status / logs / stop`: `bench run` as a Ray job, through the Jobs API (ray[default]).
+
+The job ships the `bench` package as a runtime-env module (from a checkout or a wheel install alike) and the
+suite's YAML file as its working dir, and runs `python -m bench.cli run SUITE.yaml ... --address auto` on the
+head. The submitter validates the suite (and plans it) first, so a malformed suite never reaches the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bench import BenchError
+
+PKG = Path(__file__).resolve().parent.parent          # the installed or checked-out `bench` package
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+PROBE_TIMEOUT_S = 3.0
+
+
+class JobError(BenchError):
+    exit_code = 2
+
+
+def resolve_address(address: str | None) -> str:
+    addr = address or os.environ.get("BENCH_JOBS_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not addr:
+        raise JobError("no Ray Jobs address; pass --address http://HEAD:8265 (or set BENCH_JOBS_ADDRESS)")
+    if "://" not in addr:
+        addr = f"http://{addr}"
+    return addr.rstrip("/")
+
+
+def probe(url: str, what: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """A TCP connect answers in seconds; the Jobs client (and MLflow's) retry an unreachable host for long."""
+    u = urlparse(url)
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        raise JobError(f"bad {what} address {url!r}") from None
+    if not u.hostname:
+        raise JobError(f"bad {what} address {url!r}; expected http://HOST:PORT")
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise JobError(f"cannot reach {what} at {url}: {e.strerror or e}") from None
+
+
+def client(address: str | None):
+    addr = resolve_address(address)
+    probe(addr, "Ray Jobs API")
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(addr)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError (no dashboard, version mismatch)
+        raise JobError(f"Ray Jobs API at {addr}: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def _info(c, job_id: str):
+    try:
+        return c.get_job_info(job_id)
+    except Exception as e:  # noqa: BLE001 - RuntimeError "... does not exist" (HTTP 404)
+        if "does not exist" in str(e) or "404" in str(e):
+            raise JobError(f"no job {job_id!r} on this cluster (see: bench jobs)") from None
+        raise JobError(f"job {job_id}: {_one_line(e)}") from None
+
+
+def default_tracking_uri(address: str) -> str:
+    """The cluster's tracking server: BENCH_TRACKING_URI on the head, else port 5000 on the head's host."""
+    host = urlparse(address).hostname or "127.0.0.1"
+    return f"${{BENCH_TRACKING_URI:-http://{host}:5000}}"
+
+
+def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
+               tracking_uri: str, storage: str | None) -> str:
+    args = ["run", suite_file, "--profile", profile, "--address", "auto"]
+    if dataset:
+        args += ["--dataset", dataset]
+    if seeds is not None:
+        args += ["--seeds", str(seeds)]
+    if cells:
+        args += ["--cells", *cells]
+    if storage:
+        args += ["--storage", storage]
+    # "${BENCH_TRACKING_URI:-...}" is expanded by the head's shell; anything else is quoted as it is.
+    uri = f'"{tracking_uri}"' if tracking_uri.startswith("${") else shlex.quote(tracking_uri)
+    return f"python -m bench.cli {shlex.join(args)} --tracking-uri {uri}"
+
+
+def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
+           tracking_uri: str | None, storage: str | None, address: str | None, wait: bool, out=print) -> int:
+    from bench import models
+    from bench.spec import load_suite, resolve_path
+    from bench.trials import make_plan
+
+    # Everything that can fail on the input fails here, before anything reaches the cluster.
+    suite = load_suite(suite_ref)
+    plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)))
+    addr = resolve_address(address)
+    c = client(addr)
+    work = Path(tempfile.mkdtemp(prefix="bench-job-"))
+    try:
+        shutil.copy(resolve_path(suite_ref), work / f"{suite.name}.yaml")
+        job_id = f"bench-{suite.name}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        uri = tracking_uri or default_tracking_uri(addr)
+        cmd = entrypoint(f"{suite.name}.yaml", profile=profile, dataset=dataset, seeds=seeds, cells=cells,
+                         tracking_uri=uri, storage=storage)
+        meta = {"bench_suite": suite.name, "bench_profile": profile, "bench_dataset": plan.dataset,
+                "bench_trials": str(len(plan.trials)), "bench_tracking_uri": uri}
+        try:
+            c.submit_job(entrypoint=cmd, submission_id=job_id, metadata=meta, entrypoint_num_cpus=0,
+                         runtime_env={"working_dir": str(work), "py_modules": [str(PKG)],
+                                      "env_vars": {"PYTHONUNBUFFERED": "1"}})
+        except Exception as e:  # noqa: BLE001
+            raise JobError(f"submitting to {addr}: {_one_line(e)}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out(job_id)
+    if not wait:
+        print(f"follow with: bench logs {job_id} --address {addr} --follow; stop with: bench stop {job_id} "
+              f"--address {addr}", file=sys.stderr)
+        return 0
+    return follow(c, job_id)
+
+
+def follow(c, job_id: str) -> int:
+    """Stream the job's logs to the end; 0 if it SUCCEEDED, 1 otherwise."""
+    import asyncio
+
+    async def tail():
+        async for chunk in c.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        print(f"\nbench: stopped following; the job keeps running (bench stop {job_id})", file=sys.stderr)
+        return 130
+    status = str(_wait_terminal(c, job_id, timeout=30))
+    print(f"job {job_id}: {status}", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def _wait_terminal(c, job_id: str, timeout: float) -> str:
+    end = time.time() + timeout
+    while True:
+        status = str(_info(c, job_id).status)
+        if status in TERMINAL or time.time() > end:
+            return status
+        time.sleep(0.5)
+
+
+def _fmt_ts(ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
+
+
+def _duration(info) -> str:
+    if not info.start_time:
+        return "-"
+    s = ((info.end_time or time.time() * 1000) - info.start_time) / 1000
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}m"
+
+
+def describe(info) -> dict[str, Any]:
+    m = info.metadata or {}
+    return {"id": info.submission_id or info.job_id, "suite": m.get("bench_suite", "-"),
+            "profile": m.get("bench_profile", "-"), "status": str(info.status), "start": _fmt_ts(info.start_time),
+            "duration": _duration(info), "message": info.message or ""}
+
+
+def list_jobs(address: str | None) -> list[dict[str, Any]]:
+    c = client(address)
+    jobs = sorted(c.list_jobs(), key=lambda j: j.start_time or 0)
+    return [describe(j) for j in jobs]
+
+
+def status(job_id: str, address: str | None) -> dict[str, Any]:
+    return describe(_info(client(address), job_id))
+
+
+def logs(job_id: str, address: str | None, follow_: bool) -> int:
+    c = client(address)
+    _info(c, job_id)
+    if follow_:
+        return follow(c, job_id)
+    sys.stdout.write(c.get_job_logs(job_id))
+    return 0
+
+
+def stop(job_id: str, address: str | None, wait_s: float = 30) -> str:
+    """Ask the job to stop (SIGTERM to `bench run`, which ends its open runs KILLED), and wait until it has."""
+    c = client(address)
+    info = _info(c, job_id)
+    if str(info.status) in TERMINAL:
+        return str(info.status)
+    c.stop_job(job_id)
+    return _wait_terminal(c, job_id, timeout=wait_s)

@@ -186,7 +186,8 @@ def test_submit_wait_runs_trials_on_both_nodes(cl, tmp_path):
 
     t0 = time.time()
     p = subprocess.Popen([sys.executable, "-m", "bench.cli", "submit", "quickstart", "--profile", "smoke", "--wait",
-                          "--address", cl.jobs, "--tracking-uri", cl.tracking], cwd=tmp_path, env=bench_env(),
+                          "--address", cl.jobs, "--tracking-uri", cl.tracking, "--storage", str(tmp_path / "shared")],
+                         cwd=tmp_path, env=bench_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = None
     while p.poll() is None and first is None:       # submit-to-first-trial latency, as a user would see it
@@ -233,7 +234,7 @@ def _slow_suite(tmp_path):
 @pytest.mark.slow
 def test_stop_mid_run_leaves_no_run_running(cl, tmp_path):
     sub = _bench(["submit", str(_slow_suite(tmp_path)), "--profile", "smoke", "--seeds", "1", "--address", cl.jobs,
-                  "--tracking-uri", cl.tracking], tmp_path)
+                  "--tracking-uri", cl.tracking, "--storage", str(tmp_path / "shared")], tmp_path)
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip()
     end = time.time() + 120

@@ -98,7 +98,9 @@ def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int
         args += ["--storage", storage]
     # "${BENCH_TRACKING_URI:-...}" is expanded by the head's shell; anything else is quoted as it is.
     uri = f'"{tracking_uri}"' if tracking_uri.startswith("${") else shlex.quote(tracking_uri)
-    return f"python -m bench.cli {shlex.join(args)} --tracking-uri {uri}"
+    # Without --storage, the head's BENCH_STORAGE (a path every node shares) names where checkpoints live.
+    default_storage = "" if storage else ' ${BENCH_STORAGE:+--storage "$BENCH_STORAGE"}'
+    return f"python -m bench.cli {shlex.join(args)} --tracking-uri {uri}{default_storage}"
 
 
 def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,

@@ -7,16 +7,28 @@ run with its status. Workers only append metrics, tags and artifacts to the run 
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import platform
+import random
+import re
+import sqlite3
 import subprocess
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import pandas as pd
+import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from bench import BenchError
@@ -27,6 +39,61 @@ PARENT = "parent"
 
 class TrackingError(BenchError):
     pass
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+# ---- transient store errors: one retry wrapper for every write (and the driver's reads) ------------------------
+# SQLite answers "database is locked" (SQLITE_BUSY) when a writer has waited out MLflow's busy_timeout (20 s; 5 s
+# for the connection MLflow opens to inspect the schema): many writers, a long reader such as a report or `mlflow
+# ui`, a slow disk. A tracking server answers 5xx or drops the connection while it restarts. Both are worth waiting
+# out; anything else (a bad param, a terminated run, no such experiment) is not, and propagates at once.
+RETRY_BUDGET_S = float(os.environ.get("BENCH_TRACK_RETRY_S", "60"))   # wall time from the first attempt
+RETRY_BASE_S = 0.05        # first backoff; doubles per retry ...
+RETRY_CAP_S = 4.0          # ... up to this, each with jitter (half fixed, half random)
+RETRY_STATS = {"retries": 0, "gave_up": 0}   # per process; tests and diagnostics read it
+_TRANSIENT = re.compile(
+    r"database is locked|database table is locked|database is busy|SQLITE_BUSY|"
+    r"connection (?:reset|refused|aborted)|max retries exceeded|temporarily[ _]unavailable|"
+    r"error code 50[234]|too many 50[234] error responses|timeout exception", re.I)
+_TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+def transient(e: BaseException) -> bool:
+    """Locked/busy SQLite or an unreachable/overloaded server, anywhere in the exception chain: MLflow wraps the
+    sqlite3.OperationalError in sqlalchemy's OperationalError, that in an MlflowException, sometimes twice."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, _TRANSIENT_TYPES) or _TRANSIENT.search(str(cur)):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+def retry(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Call fn, retrying transient store errors with exponential backoff and jitter for up to RETRY_BUDGET_S.
+    Other errors, and a transient one once the budget is spent, propagate. fn must be safe to repeat: see
+    TrialTracker.log_metrics and _create_run for the two writes where that needs care."""
+    deadline = time.monotonic() + RETRY_BUDGET_S
+    attempt = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not transient(e):
+                raise
+            step = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt)
+            delay = step / 2 + random.uniform(0, step / 2)
+            if time.monotonic() + delay > deadline:
+                RETRY_STATS["gave_up"] += 1
+                log.warning("tracking store still unavailable after %.0f s, giving up: %s",
+                            RETRY_BUDGET_S, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                raise
+            RETRY_STATS["retries"] += 1
+            attempt += 1
+            log.debug("transient tracking store error (retry %d in %.2f s): %s", attempt, delay,
+                      str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            time.sleep(delay)
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -48,8 +115,65 @@ def require_store(uri: str) -> None:
         raise TrackingError(f"no tracking store at {uri}; run 'bench run SUITE' first or pass --tracking-uri")
 
 
+_READY: set[str] = set()     # sqlite URIs this process has opened once under the creation lock
+_READY_LOCK = threading.RLock()
+_HELD = threading.local()    # lock files this thread holds: a second flock on a new descriptor would deadlock
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive flock on `<db>-bench.lock` beside a SQLite store (matches the `mlflow.db-*` ignore pattern).
+    MLflow creates the schema of an empty database on first contact, unguarded: two processes doing it at once
+    crash ('table ... already exists', or an out-of-date schema seen half-migrated). Not the database file itself:
+    closing any descriptor of it would drop SQLite's own POSIX locks in this process. No-op for servers, and where
+    the lock file cannot be created (a read-only directory: nobody creates a store there either)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    path = f"{db}-bench.lock"
+    held = _HELD.__dict__.setdefault("paths", set())
+    fd = None
+    if path not in held:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            pass
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(path)
+        yield
+    finally:
+        held.discard(path)
+        os.close(fd)   # releases the flock
+
+def _schema_ready(uri: str) -> bool:
+    """Whether a SQLite store has its schema. Asked under the store lock, where no other bench process can be midway
+    through creating it: then an alembic_version row means MLflow's migrations ran to their end."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    try:
+        if db.stat().st_size == 0:
+            return False
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)) as con:
+            return con.execute("SELECT 1 FROM alembic_version LIMIT 1").fetchone() is not None
+    except (OSError, sqlite3.Error):
+        return False
+
 def client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri)
+    """MlflowClient opens the store in its constructor, and that creates the schema of a fresh SQLite file. The first
+    time in a process, check under the store lock whether the schema is there, and open the store under the lock
+    only if not: the 16 workers of a run then open their stores side by side, not one after another."""
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        with _READY_LOCK:
+            if uri not in _READY:
+                with _store_lock(uri):
+                    if not _schema_ready(uri):
+                        retry(MlflowClient, tracking_uri=uri)
+                _READY.add(uri)
+    return retry(MlflowClient, tracking_uri=uri)
 
 def artifact_root(uri: str) -> str | None:
     """Artifacts beside a local SQLite store, as an absolute path (the MLflow default is cwd-relative)."""
@@ -58,13 +182,29 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 def ensure_experiment(uri: str, suite: str) -> str:
-    c = client(uri)
-    try:
-        exp = c.get_experiment_by_name(f"bench/{suite}")
+    """Get or create the suite's experiment; safe against concurrent `bench run`s on one store: on SQLite the
+    store lock serialises first contact and get-or-create, and a creator that loses a race anyway (a server
+    shared by hosts) finds RESOURCE_ALREADY_EXISTS and reads the winner's id."""
+    name = f"bench/{suite}"
+
+    def get_or_create() -> str:
+        c = client(uri)
+        exp = c.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return c.create_experiment(f"bench/{suite}", artifact_location=_exp_artifacts(uri, suite),
-                                   tags={f"{T}suite": suite})
+        try:
+            return c.create_experiment(name, artifact_location=_exp_artifacts(uri, suite), tags={f"{T}suite": suite})
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            exp = c.get_experiment_by_name(name)
+            if exp is None:   # exists but deleted: MLflow keeps the name reserved
+                raise
+            return exp.experiment_id
+
+    try:
+        with _store_lock(uri):
+            return retry(get_or_create)
     except Exception as e:  # noqa: BLE001 - any failure here means the store is unusable
         raise TrackingError(f"tracking store {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
@@ -90,14 +230,32 @@ def git_commit() -> str:
 def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: str, argv: list[str],
                  n_trials: int, n_skipped: int) -> str:
     c = client(uri)
-    run = c.create_run(exp_id, run_name=f"{suite}:{profile}:{dataset}:{time.strftime('%Y%m%d-%H%M%S')}", tags={
+    run_id = _create_run(c, exp_id, f"{suite}:{profile}:{dataset}:{time.strftime('%Y%m%d-%H%M%S')}", {
         f"{T}kind": PARENT, f"{T}suite": suite, f"{T}profile": profile, f"{T}dataset": dataset,
         f"{T}git_commit": git_commit(), f"{T}host": platform.node(), f"{T}argv": " ".join(argv)[:5000],
         f"{T}driver": f"{platform.node()}:{os.getpid()}",
     })
-    c.log_batch(run.info.run_id, metrics=[Metric("trials", n_trials, _now(), 0),
-                                          Metric("trials_skipped", n_skipped, _now(), 0)])
-    return run.info.run_id
+    ts = _now()
+    retry(c.log_batch, run_id, metrics=[Metric("trials", n_trials, ts, 0), Metric("trials_skipped", n_skipped, ts, 0)])
+    return run_id
+
+def _create_run(c: MlflowClient, exp_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """create_run is the one write that a blind retry could double: a server may commit and then lose the reply.
+    Each run carries a unique token tag, and a retry first looks for a run with that token."""
+    token = uuid.uuid4().hex
+    tags = {**tags, f"{T}create_token": token}
+    tried = False
+
+    def attempt() -> str:
+        nonlocal tried
+        if tried:
+            found = c.search_runs([exp_id], filter_string=f"tags.`{T}create_token` = '{token}'", max_results=1)
+            if found:
+                return found[0].info.run_id
+        tried = True
+        return c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+    return retry(attempt)
 
 def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial,
                      extra_tags: dict[str, str] | None = None) -> str:
@@ -112,53 +270,48 @@ def create_trial_run(uri: str, exp_id: str, parent_id: str, trial: Trial,
     if trial.search_base:
         tags[f"{T}search_base"] = trial.search_base
     tags.update({f"{T}{k}": v for k, v in (extra_tags or {}).items()})
-    run = c.create_run(exp_id, run_name=trial.name, tags=tags)
+    run_id = _create_run(c, exp_id, trial.name, tags)
     params = flatten({"model": trial.model, "model_kwargs": trial.model_kwargs, "seed": trial.seed,
                       "dataset": trial.dataset, "method": trial.method, "protocol": trial.protocol.model_dump(),
                       "search": trial.search or {}})
     # MLflow caps a param value at 6000 chars and a batch at 100 params.
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        c.log_batch(run.info.run_id, params=items[i:i + 100])
-    c.update_run(run.info.run_id, status="SCHEDULED")
-    return run.info.run_id
+        retry(c.log_batch, run_id, params=items[i:i + 100])   # re-logging an equal param is accepted
+    retry(c.update_run, run_id, status="SCHEDULED")
+    return run_id
 
-def finished_trials(uri: str, exp_id: str) -> dict[str, tuple[str, str]]:
-    """config hash -> (run id, git commit) of the newest FINISHED trial run."""
+def _newest_trial_runs(uri: str, exp_id: str, status_clause: str) -> dict[str, Any]:
+    """config hash -> the newest trial run (an mlflow Run) whose status matches the clause."""
     c = client(uri)
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, Any] = {}
     token = None
     while True:
-        page = c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status = 'FINISHED'",
-                             max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
+        page = retry(c.search_runs, [exp_id], filter_string=f"tags.`{T}kind` = 'trial' and {status_clause}",
+                     max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
         for r in page:
-            out.setdefault(r.data.tags.get(f"{T}config_hash", ""),
-                           (r.info.run_id, r.data.tags.get(f"{T}git_commit", "unknown")))
+            out.setdefault(r.data.tags.get(f"{T}config_hash", ""), r)
         token = page.token
         if not token:
             return out
+
+
+def finished_trials(uri: str, exp_id: str) -> dict[str, tuple[str, str]]:
+    """config hash -> (run id, git commit) of the newest FINISHED trial run."""
+    return {h: (r.info.run_id, r.data.tags.get(f"{T}git_commit", "unknown"))
+            for h, r in _newest_trial_runs(uri, exp_id, "attributes.status = 'FINISHED'").items()}
 
 
 def unfinished_trials(uri: str, exp_id: str) -> dict[str, dict[str, Any]]:
     """config hash -> the newest trial run that did not finish: run_id, status, parent, diverged."""
-    c = client(uri)
-    out: dict[str, dict[str, Any]] = {}
-    token = None
-    while True:
-        page = c.search_runs([exp_id], filter_string=f"tags.`{T}kind` = 'trial' and attributes.status != 'FINISHED'",
-                             max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
-        for r in page:
-            out.setdefault(r.data.tags.get(f"{T}config_hash", ""), {
-                "run_id": r.info.run_id, "status": r.info.status, "parent": r.data.tags.get("mlflow.parentRunId"),
-                "diverged": r.data.tags.get(f"{T}diverged") == "1"})
-        token = page.token
-        if not token:
-            return out
+    return {h: {"run_id": r.info.run_id, "status": r.info.status, "parent": r.data.tags.get("mlflow.parentRunId"),
+                "diverged": r.data.tags.get(f"{T}diverged") == "1"}
+            for h, r in _newest_trial_runs(uri, exp_id, "attributes.status != 'FINISHED'").items()}
 
 
 def heartbeat(uri: str, parent_id: str) -> None:
     """A live driver says so every few seconds; runs under a parent whose heartbeat is fresh are held by it."""
-    client(uri).set_tag(parent_id, f"{T}heartbeat", f"{time.time():.0f}")
+    retry(client(uri).set_tag, parent_id, f"{T}heartbeat", f"{time.time():.0f}")
 
 
 def driver_alive(uri: str, parent_id: str | None, live_s: float) -> bool:
@@ -167,7 +320,7 @@ def driver_alive(uri: str, parent_id: str | None, live_s: float) -> bool:
     if not parent_id:
         return False
     try:
-        tags = client(uri).get_run(parent_id).data.tags
+        tags = retry(client(uri).get_run, parent_id).data.tags
     except Exception:  # noqa: BLE001 - a deleted parent is a dead driver
         return False
     host, _, pid = tags.get(f"{T}driver", "").rpartition(":")
@@ -186,23 +339,23 @@ def driver_alive(uri: str, parent_id: str | None, live_s: float) -> bool:
 def reopen_run(uri: str, run_id: str, parent_id: str) -> None:
     """A trial resumed by a later `bench run` continues its run, now under that run's parent."""
     c = client(uri)
-    c.set_tag(run_id, "mlflow.parentRunId", parent_id)
-    c.update_run(run_id, status="SCHEDULED")
+    retry(c.set_tag, run_id, "mlflow.parentRunId", parent_id)
+    retry(c.update_run, run_id, status="SCHEDULED")
 
 
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
     c = client(uri)
     if error:
-        c.set_tag(run_id, f"{T}error", error[:5000])
-    c.set_terminated(run_id, status=status)
+        retry(c.set_tag, run_id, f"{T}error", error[:5000])
+    retry(c.set_terminated, run_id, status=status)
 
 def run_status(uri: str, run_id: str) -> str:
-    return client(uri).get_run(run_id).info.status
+    return retry(client(uri).get_run, run_id).info.status
 
 
 def run_state(uri: str, run_id: str) -> tuple[str, str | None]:
     """(status, the error tag if any)."""
-    r = client(uri).get_run(run_id)
+    r = retry(client(uri).get_run, run_id)
     return r.info.status, r.data.tags.get(f"{T}error")
 
 def _now() -> int:
@@ -214,33 +367,39 @@ class TrialTracker:
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
         self.c = client(uri)
-        self.c.update_run(run_id, status="RUNNING")
+        retry(self.c.update_run, run_id, status="RUNNING")
         self.logged: dict[str, int] = {}   # metric -> last step already in the run (a resumed trial)
 
     def tags(self) -> dict[str, str]:
-        return self.c.get_run(self.run_id).data.tags
+        return retry(self.c.get_run, self.run_id).data.tags
 
     def skip_logged(self) -> None:
         """A resumed trial replays epochs after its checkpoint; some may be logged already (killed between the
         log and the checkpoint). Log each (metric, step) once."""
-        for key in self.c.get_run(self.run_id).data.metrics:
-            hist = self.c.get_metric_history(self.run_id, key)
+        for key in retry(self.c.get_run, self.run_id).data.metrics:
+            hist = retry(self.c.get_metric_history, self.run_id, key)
             self.logged[key] = max((h.step for h in hist), default=-1)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.c.log_batch(self.run_id, tags=[RunTag(f"{T}{k}", str(v)) for k, v in tags.items()])
+        retry(self.c.log_batch, self.run_id, tags=[RunTag(f"{T}{k}", str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        # Retrying log_batch cannot duplicate rows, provided the retry sends the very same Metric objects (hence
+        # the timestamp is fixed here, outside retry). MLflow's SQL store does NOT commit a log_batch as one
+        # transaction (params, metrics, model metrics and tags each open their own session), but its metrics part
+        # is one: add_all + latest_metrics update + commit. And the metrics primary key is (run, key, timestamp,
+        # step, value, is_nan): a replay of rows that did land raises IntegrityError, which the store catches to
+        # insert only the missing ones. Batches here carry metrics only, so no half-committed mix either.
         ts = _now()
-        rows = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if step > self.logged.get(k, -1)]
-        if rows:
-            self.c.log_batch(self.run_id, metrics=rows)
+        batch = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        if batch:
+            retry(self.c.log_batch, self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
-        self.c.log_artifact(self.run_id, str(path), subdir)
+        retry(self.c.log_artifact, self.run_id, str(path), subdir)   # a copy/upload: repeating overwrites
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.c.set_terminated(self.run_id, status=status)
+        retry(self.c.set_terminated, self.run_id, status=status)
 
 def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,8 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
         return res
     sinks = [tracker.log_metrics, lambda rec, step: ray_exec.report({**rec, "step": step, "run_id": run_id})]
     res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=teacher_state,
-                    save_checkpoint=cfg["save_checkpoint"])
+                    save_checkpoint=cfg["save_checkpoint"], speed=cfg.get("speed", "auto"))
+    tracker.set_tags(res.speed)   # speed.* (channels_last, compile, optimizer): how, not what; not hashed
     if res.checkpoint is not None:
         tracker.log_artifact(res.checkpoint, CHECKPOINT_DIR)
     return res

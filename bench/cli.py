@@ -22,7 +22,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     console = Console()
     s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
                   tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
-                  console=console)
+                  console=console, speed=a.speed)
     console.print(f"suite {s.suite}: {len(s.finished)} finished, {len(s.failed)} failed, {s.skipped} skipped "
                   f"in {s.wall_s:.1f} s")
     for name, err in s.failed.items():
@@ -110,6 +110,12 @@ def cmd_plan(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(a: argparse.Namespace) -> int:
+    from bench.speed import run
+
+    return run(a)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench", description="Residual-network ablation bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -124,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p.add_argument("--data-root", help="dataset directory (default: the dataset's standard place)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    p.add_argument("--speed", choices=["off", "auto"], default="auto",
+                   help="runtime speed settings per device (channels_last, compile, fused optimizer); "
+                        "off = NCHW eager. Recorded as speed.* tags, not part of the config hash")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")
@@ -142,6 +151,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int)
     p.add_argument("--no-probe", action="store_true", help="use recorded throughput instead of measuring here")
     p.set_defaults(fn=cmd_plan)
+
+    p = sub.add_parser("speed", help="training throughput: harness vs a bare loop, speed settings on and off")
+    from bench.speed import add_arguments  # light: torch only at import
+    add_arguments(p)
+    p.set_defaults(fn=cmd_speed)
 
     p = sub.add_parser("list", help="suites and their cells")
     p.add_argument("--json", action="store_true")

@@ -31,6 +31,12 @@ CUDA (not measurable here; anchors.md, one H100, torch 2.11, batch 128, data and
     tensor, and a launch-bound step is exactly where that shows. Not in anchors.md: pending a GPU run of
     `bench speed` (make gpu-speed), which records it.
 
+Harness overhead per step (module.py): no host syncs; the epoch sums stay on the device and are read once per
+epoch, and a step's image count is a device fill. The lr schedule is LambdaLR, which calls a Python function
+(schedule.lr_at) once per step and writes a Python float into the optimizer: no device work and no sync, cheap
+on CPU (microseconds against a ~0.3 s step); with CUDA graphs the optimizer step runs outside the graph, so the
+float lr stays valid. Left as is.
+
 CUDA graphs need static shapes: the train loader already drops the last partial batch (drop_last whenever the
 split holds at least one batch), and with compile on, evaluation pads its last batch to the full batch with
 ignored labels (DeviceLoader pad_last; Classifier counts only real labels), so one graph serves every eval batch.

@@ -18,6 +18,13 @@ the machine was shared with other jobs, medians of a few repetitions; full figur
     compilation with a cold cache. Per step of batch 128 it saves ~0.046 s over channels_last eager, so a cold
     compile pays back after ~1,200 steps; see CPU_COMPILE_MIN_STEPS for the threshold used.
   * optimizer: see CPU_OPTIMIZER below.
+  Measured by `bench speed` on this project's 2-core CPU (AMD EPYC per /proc/cpuinfo, 2 threads, 1x32x32,
+  reports/perf/, machine shared with other jobs, load average 3-20, so single figures swing up to 20x):
+  ResNet-20 harness auto vs harness off (NCHW eager, loop SGD), three runs: 1.33x, 1.37x, 1.51x (median 1.37x);
+  in the quietest run 908 vs 664 img/s, harness auto / bare loop with the same settings 0.979 (bare 895 before,
+  960 after). Compile (ResNet-20, inductor): cold cache, first epoch of 10 steps 170 s; in a second fresh process
+  with the shared cache 61.5 s; compiled steady rates (22-59 img/s) were all taken under contention and show no
+  gain over eager that rises above the noise.
 
 CUDA (not measurable here; anchors.md, one H100, torch 2.11, batch 128, data and crop/flip on the GPU):
   * channels_last: the anchor loop itself trains channels_last.
@@ -56,12 +63,14 @@ MODES = ("off", "auto")
 # cold compile / ~0.046 s saved per step ~ 1,200 steps; rounded up, because the saving over channels_last eager is
 # small (1.08x at 1 thread) and noisy. Measured at 2 threads by `bench speed` (reports/perf/): see CPU_COMPILE.
 CPU_COMPILE_MIN_STEPS = 2000
-# Whether compile is used on CPU at all. At 2 threads channels_last eager already runs 431 img/s (ResNet-20), and
-# compile measured no better than that here (reports/perf/, and the module docstring): off.
+# Whether compile is used on CPU at all: off. The figure is 1.08x over channels_last at 1 thread after ~56 s
+# of compilation; here a cold compile took 170 s (contended) and its gain did not rise above the noise.
 CPU_COMPILE = False
 # GPU: ~4,800 steps pay back a cold ResNet-110 compile in tf32 (see above).
 GPU_COMPILE_MIN_STEPS = 5000
-# Optimizer implementation on CPU ("loop" = torch's default on CPU, "foreach", "fused"): see bench speed figures.
+# Optimizer implementation on CPU ("loop" = torch's default on CPU, "foreach", "fused"). foreach gives bitwise the
+# same losses as the loop (tests); fused measured 0.97x of foreach in one contended run (22 vs 30 img/s, noise).
+# The optimizer step is a small part of a CPU step either way.
 CPU_OPTIMIZER = "foreach"
 
 
@@ -118,7 +127,7 @@ def choose(mode: str, device: torch.device | str, steps: int, *, distributed: bo
     comp = None
     why = f"cpu: channels_last, {CPU_OPTIMIZER} optimizer"
     if not CPU_COMPILE:
-        why += "; eager (compile measured no faster than channels_last here)"
+        why += "; eager (compile's gain over channels_last not shown on CPU)"
     elif distributed:
         why += "; no compile under data parallelism"
     elif steps >= CPU_COMPILE_MIN_STEPS:

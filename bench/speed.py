@@ -292,7 +292,7 @@ def run(a: argparse.Namespace) -> int:
     variants = [v for v in a.variants.split(",") if v]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed-{dev.type}-{'packing-' if a.packing else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"speed-{dev.type}-{'packing-' if a.packing else ''}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
     def save() -> None:   # after every model: a run cut short by a time limit keeps what it measured
         (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROFILE ?= reduced
 
-.PHONY: run test data setup clean-state gpu-check
+.PHONY: run test data setup clean-state gpu-check gpu-speed
 
 setup: $(STAMP)
 
@@ -39,9 +39,19 @@ test: data
 clean-state:
 	rm -rf mlflow.db mlartifacts .bench
 
-# On a GPU box with only torch + lightning (+ pydantic, pyyaml): no venv, no Ray, no MLflow. Harness against the
-# bare loop in the same process, and the loader alone; compare with shared/reference/gpu_anchor.py on the same GPU.
-gpu-check:
-	PYTHONPATH=. python3 -m bench.train.bench_step --model resnet20 --n 50000 --device cuda
-	PYTHONPATH=. python3 -m bench.train.bench_step --model resnet110 --n 50000 --device cuda
-	PYTHONPATH=. python3 -m bench.data.bench_loader --device cuda
+# On a GPU box with only torch + lightning (+ pydantic, pyyaml): no venv, no Ray, no MLflow. One command, under
+# 8 minutes on one GPU (time limits per step: 300 + 75 + 100 s): harness (speed auto and off) against the project's
+# bare loop for three nets (each net's result is written as soon as it is measured, so a cut-short run keeps the
+# first ones), the packing curve of 1-4 ResNet-20 trials at once on the GPU, and the reference anchor loop on the
+# same GPU in the same call when ../shared has it. Results: reports/perf/.
+ANCHOR := ../shared/reference/gpu_anchor.py
+gpu-speed:
+	mkdir -p reports/perf
+	-TORCHINDUCTOR_CACHE_DIR=$$HOME/.cache/bench/inductor PYTHONPATH=. timeout 300 python3 -m bench.speed --device cuda \
+		--models resnet20,resnet110,preresnet164_e --steps 150 --precision bf16-mixed --out reports/perf
+	-PYTHONPATH=. timeout 75 python3 -m bench.speed --device cuda --models resnet20 --steps 150 --variants eager \
+		--precision bf16-mixed --packing 1,2,4 --out reports/perf
+	-if [ -f $(ANCHOR) ]; then timeout 100 python3 $(ANCHOR) --model resnet110 --mode graphs --dtype bf16 --steps 200; \
+	else echo "no $(ANCHOR): anchor loop not run"; fi
+
+gpu-check: gpu-speed

@@ -25,7 +25,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
                   tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
                   console=console, state_dir=Path(a.storage) if a.storage else None, max_failures=a.max_failures,
-                  max_trials=(1 << 62) if a.yes else a.max_trials)
+                  max_trials=(1 << 62) if a.yes else a.max_trials, speed=a.speed)
     console.print(f"suite {s.suite}: {len(s.finished)} finished, {len(s.failed)} failed, {s.skipped} skipped "
                   f"in {s.wall_s:.1f} s" + (f", {len(s.diverged)} diverged" if s.diverged else ""))
     for name, msg in s.diverged.items():
@@ -174,6 +174,12 @@ def cmd_plan(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(a: argparse.Namespace) -> int:
+    from bench.speed import run
+
+    return run(a)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench", description="Residual-network ablation bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -194,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
                    help="restarts of a trial whose worker dies, from its last epoch checkpoint (default: 2)")
     p.add_argument("--max-trials", type=int, help="run more than 1,000 trials (the count, as a check)")
     p.add_argument("--yes", action="store_true", help="run however many trials the suite expands to")
+    p.add_argument("--speed", choices=["off", "auto"], default="auto",
+                   help="runtime speed settings per device (channels_last, compile, fused optimizer); "
+                        "off = NCHW eager. Recorded as speed.* tags, not part of the config hash")
     p.set_defaults(fn=cmd_run)
 
     addr_help = "Ray Jobs API of the cluster's head, http://HEAD:8265 (default: $BENCH_JOBS_ADDRESS or $RAY_ADDRESS)"
@@ -246,6 +255,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int)
     p.add_argument("--no-probe", action="store_true", help="use recorded throughput instead of measuring here")
     p.set_defaults(fn=cmd_plan)
+
+    p = sub.add_parser("speed", help="training throughput: harness vs a bare loop, speed settings on and off")
+    from bench.speed import add_arguments  # light: torch only at import
+    add_arguments(p)
+    p.set_defaults(fn=cmd_speed)
 
     p = sub.add_parser("list", help="suites and their cells")
     p.add_argument("--json", action="store_true")

@@ -137,7 +137,7 @@ class Protocol(_Strict):
     test_subset: int | None = Field(None, gt=0)
     eval_every: int = Field(1, gt=0)           # epochs between test evaluations
     dropout: float | None = None
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    precision: Literal["32", "tf32", "bf16-mixed", "16-mixed"] = "32"   # tf32: fp32 with TF32 math on CUDA
     distill: Distill | None = None
 
     @model_validator(mode="after")

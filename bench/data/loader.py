@@ -47,7 +47,7 @@ class DeviceLoader:
     def __init__(self, x_u8: torch.Tensor, y: torch.Tensor, *, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], device: str | torch.device = "cpu", train: bool = False, crop_pad: int = 4,
                  flip: bool = True, shuffle: bool | None = None, drop_last: bool = False, seed: int = 0,
-                 dtype: torch.dtype = torch.float32, channels_last: bool = False):
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False, pad_last: bool = False):
         if x_u8.dtype != torch.uint8 or x_u8.dim() != 4:
             raise ValueError(f"DeviceLoader wants uint8 (N, C, H, W) images, got {x_u8.dtype} {tuple(x_u8.shape)}")
         if y.shape != (x_u8.shape[0],):
@@ -57,6 +57,9 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.batch_size, self.drop_last, self.seed, self.epoch = batch_size, drop_last, seed, 0
         self.dtype, self.channels_last = dtype, channels_last
+        # pad_last (static shapes for CUDA graphs): an unshuffled, unaugmented loader pads its last batch to
+        # batch_size with zero images labelled -100, which cross_entropy and the eval counts ignore.
+        self.pad_last = pad_last
         self.train = train
         self.crop_pad = crop_pad if train else 0
         self.flip = flip and train
@@ -115,5 +118,9 @@ class DeviceLoader:
             elif order is not None:
                 sel = order[i:j]
                 yield self._finish(self.x.index_select(0, sel)), self.y[sel]
+            elif self.pad_last and j - i < bs:
+                x, y, k = self.x[i:j], self.y[i:j], bs - (j - i)
+                yield (self._finish(torch.cat([x, x.new_zeros((k, *x.shape[1:]))])),
+                       torch.cat([y, y.new_full((k,), -100)]))
             else:
                 yield self._finish(self.x[i:j]), self.y[i:j]

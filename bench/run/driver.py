@@ -61,6 +61,7 @@ class RunState:
     held: set[str] = field(default_factory=set)              # config hashes another live driver is running
     status: dict[str, str] = field(default_factory=dict)     # run id -> terminal status
     names: dict[str, str] = field(default_factory=dict)      # run id -> trial name
+    speed: str = "auto"                                       # --speed: runtime settings, not in the hash
 
 
 def check_models(plan: Plan) -> None:
@@ -248,7 +249,7 @@ def _configs(st: RunState, wave: list[Trial], prog) -> list[dict[str, Any]]:
                 continue
         configs.append({"trial": t.to_dict(), "name": t.name, "uri": st.uri, "run_id": rid,
                         "teacher_run": teacher_run, "save_checkpoint": t.config_hash in teachers,
-                        "ckpt_dir": str(_ckpt_dir(st, t))})
+                        "ckpt_dir": str(_ckpt_dir(st, t)), "speed": st.speed})
     return configs
 
 
@@ -299,13 +300,14 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
               cells: list[str] | None = None, address: str | None = None, tracking_uri: str | None = None,
               data_root: str | None = None, state_dir: Path | None = None, console: Console | None = None,
               num_cpus: int | None = None, max_trials: int | None = None, max_failures: int = 2,
-              argv: list[str] | None = None) -> Summary:
+              argv: list[str] | None = None, speed: str = "auto") -> Summary:
     from bench.run.progress import Progress
 
     t_start = time.time()
     st = prepare(suite_ref, profile=profile, dataset=dataset, seeds=seeds, cells=cells, address=address,
                  tracking_uri=tracking_uri, data_root=data_root, state_dir=state_dir, num_cpus=num_cpus,
                  max_trials=max_trials, max_failures=max_failures, console=console or Console())
+    st.speed = speed
     pending(st)
     if st.todo:
         st.parent = st.summary.parent_run = track.start_parent(

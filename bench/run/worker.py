@@ -80,7 +80,9 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
              lambda rec, step: ray_exec.report({**rec, "step": step, "run_id": run_id}) if "epoch" not in rec
              else None]
     res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=teacher_state,
-                    save_checkpoint=cfg["save_checkpoint"], ckpt=_checkpointing(cfg, tracker, work))
+                    save_checkpoint=cfg["save_checkpoint"], ckpt=_checkpointing(cfg, tracker, work),
+                    speed=cfg.get("speed", "auto"))
+    tracker.set_tags(res.speed)   # speed.* (channels_last, compile, optimizer): how, not what; not hashed
     if res.checkpoint is not None:
         tracker.log_artifact(res.checkpoint, CHECKPOINT_DIR)
     return res

@@ -25,6 +25,7 @@ from bench.spec import Protocol
 from bench.trials import Trial
 from bench.train.module import Classifier, Diverged, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
+from bench.train.speed import apply_precision, setup as speed_setup
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrialResult:
     device: str = "cpu"
     # Data-parallel runs only: this rank's view (rank, world_size, steps, shard indices, train images seen).
     rank: dict[str, Any] | None = None
+    speed: dict[str, str] = field(default_factory=dict)   # speed.* run tags (bench/train/speed.py)
 
 
 @dataclass
@@ -213,7 +215,7 @@ def _trainer(trial: Trial, dev: torch.device, n_steps: int, callbacks: list, wor
              dist: Distributed | None) -> L.Trainer:
     kw: dict[str, Any] = dict(
         accelerator="gpu" if dev.type == "cuda" else "cpu", devices=[dev.index] if dev.type == "cuda" else 1,
-        max_steps=n_steps, max_epochs=-1, precision=trial.protocol.precision, logger=False,
+        max_steps=n_steps, max_epochs=-1, precision=apply_precision(trial.protocol.precision, dev), logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         check_val_every_n_epoch=trial.protocol.eval_every, callbacks=callbacks,
         default_root_dir=str(workdir) if workdir else None)
@@ -227,7 +229,8 @@ def _trainer(trial: Trial, dev: torch.device, n_steps: int, callbacks: list, wor
 
 def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | None = None,
               teacher_state: dict | None = None, save_checkpoint: bool = False,
-              dist: Distributed | None = None, ckpt: Checkpointing | None = None) -> TrialResult:
+              dist: Distributed | None = None, ckpt: Checkpointing | None = None,
+              speed: str = "auto") -> TrialResult:
     """Train one trial to the end of its protocol and return its final metrics. Threads and device come from
     the trial's resources; `dist` makes this call one rank of a data-parallel trial; `ckpt` checkpoints every
     epoch and, with resume_from, continues a fit exactly (same weights as an uninterrupted run, on CPU)."""
@@ -239,6 +242,7 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
     data, train_loader, eval_loaders, shard_idx = build_loaders(data, trial.protocol, trial.seed, dev, shard)
     n_steps = _total_steps(trial.protocol, len(train_loader))
     module = build_module(trial, data, len(train_loader), n_steps, tuple(eval_loaders), teacher_state)
+    spd = speed_setup(speed, dev, n_steps, module, train_loader, eval_loaders, distributed=dist is not None)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     # images/s counts the global batch: all ranks step together.
     reporter = EpochReporter(list(sinks), n_steps, trial.protocol.batch_size, sync)
@@ -259,7 +263,8 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
         rank = {"rank": dist.rank, "world_size": dist.world, "steps": trainer.global_step,
                 "shard": shard_idx.tolist(), "train_images": reducer.local_images,
                 "train_images_all_ranks": reducer.global_images}
-    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank)
+    return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank,
+                       speed=spd.tags())
 
 
 def _final_eval(trainer: L.Trainer, module: Classifier, loaders: list, last: dict, sinks) -> None:

@@ -23,6 +23,9 @@ Sink = Callable[[dict, int], None]
 
 
 class Classifier(L.LightningModule):
+    # Speed settings (bench/train/speed.py): extra optimizer kwargs (foreach/fused), same mathematics.
+    optim_kwargs: dict = {}
+
     def __init__(self, model: nn.Module, protocol: Protocol, steps_per_epoch: int, eval_names: tuple[str, ...],
                  num_classes: int):
         super().__init__()
@@ -44,10 +47,10 @@ class Classifier(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if o.name == "rmsprop":
             opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
-                                      weight_decay=o.weight_decay)
+                                      weight_decay=o.weight_decay, **self.optim_kwargs)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                  nesterov=o.nesterov)
+                                  nesterov=o.nesterov, **self.optim_kwargs)
         # LambdaLR multiplies the base lr; lr_at returns absolute values (the warm-up lr is not a multiple).
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_at(step, self.protocol, self.steps_per_epoch) / o.lr)
@@ -76,7 +79,7 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, reduction="sum")
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
-        n = loss.new_full((), y.numel())
+        n = (y >= 0).sum().to(loss)   # a padded last batch (static shapes) carries ignored labels (-100)
         stats = torch.stack([loss, (top[:, 0] == y).sum().to(n), (top == y[:, None]).any(1).sum().to(n), n]).double()
         acc = self._eval_acc.get(dataloader_idx)
         self._eval_acc[dataloader_idx] = stats if acc is None else acc + stats

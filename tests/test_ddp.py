@@ -62,7 +62,7 @@ def test_two_worker_gloo_trial_through_tune_and_ray_train(ray_runtime, tmp_path)
                                 argv=["test"], n_trials=1, n_skipped=0)
     rid = track.create_trial_run(uri, exp, parent, t)
     cfg = {"trial": t.to_dict(), "name": t.name, "uri": uri, "run_id": rid, "teacher_run": None,
-           "save_checkpoint": False}
+           "save_checkpoint": False, "ckpt_dir": str(tmp_path / "checkpoints")}
     events: list[tuple[str, str]] = []
     out = ray_exec.run_wave(worker.trainable, [cfg], data=ds, storage=tmp_path / "ray_results", name="ddp",
                             on_event=lambda ev, key, res: events.append((ev, key)),

@@ -50,11 +50,17 @@ def _suite(tmp: Path, epochs: int, subset: int = 256) -> Path:
     return p
 
 
+def _as_from_a_terminal() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (no
+    # KeyboardInterrupt): restore the default, as a terminal user's `bench run` has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _bench(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal, **kw)
 
 
 def _runs(uri: str) -> list:
@@ -221,34 +227,57 @@ def test_a_second_driver_leaves_held_trials_alone(tmp_path):
 @pytest.mark.slow
 def test_a_trial_moves_off_a_removed_node_and_finishes(tmp_path):
     """A real multi-node Ray cluster on this machine (ray.cluster_utils): the head schedules nothing, two
-    one-CPU nodes run trials. The node running the trial is removed; the trial restarts on the other node from
-    its last checkpoint and finishes in the same MLflow run."""
+    one-CPU nodes run trials, and the trial logs to a `bench server` (a SQLite file is refused on a multi-node
+    cluster). The node running the trial is removed; the trial restarts on the other node from its last
+    checkpoint and finishes in the same MLflow run."""
     from ray.cluster_utils import Cluster
 
+    from fixtures_cluster import bench_env, free_ports, stop_trees
+
+    (port,) = free_ports(1)
+    server = subprocess.Popen([sys.executable, "-m", "bench.cli", "server", "--port", str(port), "--store",
+                               str(tmp_path / "store"), "--workers", "1"], env=bench_env(), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    p = None
     try:
         nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
+        uri = f"http://127.0.0.1:{port}"
+        _wait(lambda: _reachable(uri), 60, "the tracking server")
         suite = _suite(tmp_path, epochs=8, subset=512)
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        p = _bench(["run", str(suite), "--cells", "a", "--address", cluster.address, "--storage",
-                    str(tmp_path / "shared")], tmp_path)
-        try:
-            rid, _ = _wait(lambda: next(iter(_epochs_done(uri).items()), None), 180, "the trial's first epoch")
-            node_id = MlflowClient(uri).get_run(rid).data.tags["bench.node_id"]
-            (doomed,) = [n for n in nodes if n.node_id == node_id]
-            cluster.remove_node(doomed)
-            code, out, err = _finish(p, 300)
-        finally:
-            if p.poll() is None:
-                p.kill()
+        p = _bench(["run", str(suite), "--cells", "a", "--address", cluster.address, "--tracking-uri", uri,
+                    "--storage", str(tmp_path / "shared")], tmp_path)
+        rid, _ = _wait(lambda: p.poll() is None and next(iter(_epochs_done(uri).items()), None) or
+                       (p.poll() is not None and _fail(p)), 180, "the trial's first epoch")
+        node_id = MlflowClient(uri).get_run(rid).data.tags["bench.node_id"]
+        (doomed,) = [n for n in nodes if n.node_id == node_id]
+        cluster.remove_node(doomed)
+        code, out, err = _finish(p, 300)
         assert code == 0, out + err
         (run,) = _runs(uri)
         assert run.info.run_id == rid and run.info.status == "FINISHED"
         assert run.data.tags["bench.node_id"] != node_id and run.data.tags["bench.retries"] == "1"
-        assert _duplicate_rows(tmp_path / "mlflow.db") == 0
+        assert _duplicate_rows(tmp_path / "store" / "mlflow.db") == 0
     finally:
+        if p is not None and p.poll() is None:
+            p.kill()
         cluster.shutdown()
+        stop_trees([server])
+
+
+def _reachable(uri: str) -> bool:
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def _fail(p: subprocess.Popen):
+    out, err = p.communicate()
+    raise AssertionError(f"bench run exited {p.returncode}: {out}{err}")
 
 
 @pytest.mark.slow

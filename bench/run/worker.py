@@ -49,11 +49,12 @@ def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path)
     ckdir = Path(cfg["ckpt_dir"])
     ckdir.mkdir(parents=True, exist_ok=True)
     resume = _resume_point(cfg, work)
+    # Also without a checkpoint: an attempt killed between logging an epoch and saving it left that epoch behind.
+    tracker.skip_logged()
     if resume is not None:
         meta = json.loads((ckdir / META_FILE).read_text()) if (ckdir / META_FILE).exists() else {}
         prev = tracker.tags().get(f"{track.T}retries", "0")
         tracker.set_tags({"retries": int(prev) + 1, "resumed_from_epoch": meta.get("epoch", "?")})
-        tracker.skip_logged()
 
     def on_saved(path: Path, rec: dict) -> None:
         (ckdir / META_FILE).write_text(json.dumps({"epoch": rec["epoch"], "step": rec["step"],

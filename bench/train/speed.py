@@ -19,12 +19,12 @@ the machine was shared with other jobs, medians of a few repetitions; full figur
     compile pays back after ~1,200 steps; see CPU_COMPILE_MIN_STEPS for the threshold used.
   * optimizer: see CPU_OPTIMIZER below.
   Measured by `bench speed` on this project's 2-core CPU (AMD EPYC per /proc/cpuinfo, 2 threads, 1x32x32,
-  reports/perf/, machine shared with other jobs, load average 3-20, so single figures swing up to 20x):
-  ResNet-20 harness auto vs harness off (NCHW eager, loop SGD), three runs: 1.33x, 1.37x, 1.51x (median 1.37x);
-  in the quietest run 908 vs 664 img/s, harness auto / bare loop with the same settings 0.979 (bare 895 before,
-  960 after). Compile (ResNet-20, inductor): cold cache, first epoch of 10 steps 170 s; in a second fresh process
-  with the shared cache 61.5 s; compiled steady rates (22-59 img/s) were all taken under contention and show no
-  gain over eager that rises above the noise.
+  batch 128, no other jobs running; reports/perf/speed-cpu-20261128-050508-19166.md): harness auto vs harness off
+  (NCHW eager, loop SGD) ResNet-20 997 vs 783 img/s (1.27x), ResNet-56 375 vs 283 (1.32x); harness auto / bare
+  loop with the same settings 1.055 (ResNet-20) and 0.998 (ResNet-56). Compile (ResNet-20, inductor, machine
+  shared with other jobs): cold cache, first epoch of 10 steps 170 s; a second fresh process with the shared
+  cache 61.5 s; the compiled steady rates were all taken under contention and show no gain over eager that
+  rises above the noise (reports/perf/log-cpu-compile-two-processes-0419.txt).
 
 CUDA (not measurable here; anchors.md, one H100, torch 2.11, batch 128, data and crop/flip on the GPU):
   * channels_last: the anchor loop itself trains channels_last.

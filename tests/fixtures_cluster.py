@@ -112,8 +112,11 @@ class LocalCluster:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def alive_nodes(self) -> int:
+        return len(self.node_ids())
+
+    def node_ids(self) -> set[str]:
         data = _get_json(f"{self.jobs}/api/v0/nodes?limit=10")
-        return sum(1 for n in data["data"]["result"]["result"] if n["state"] == "ALIVE")
+        return {n["node_id"] for n in data["data"]["result"]["result"] if n["state"] == "ALIVE"}
 
 
 def _node_args(temp: Path, ports: list[int]) -> list[str]:

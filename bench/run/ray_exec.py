@@ -232,7 +232,7 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                             "use_distributed_sampler": False}, prepare_trainer)
     res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=config.get("teacher_state"),
                     save_checkpoint=config["save_checkpoint"] and rank == 0, dist=ctx_dist)
-    mine = {**res.rank, "device": res.device}
+    mine = {**res.rank, "device": res.device, "node_id": ray.get_runtime_context().get_node_id()}
     everyone: list[dict | None] = [None] * world
     dist.all_gather_object(everyone, mine)
     if rank != 0:

@@ -112,29 +112,24 @@ def choose(mode: str, device: torch.device | str, steps: int, *, distributed: bo
         raise ValueError(f"speed must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
         return OFF
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        comp = None
-        why = "cuda: channels_last, fused optimizer"
-        if distributed:
-            why += "; no compile under data parallelism"
-        elif steps >= GPU_COMPILE_MIN_STEPS:
-            comp, why = "reduce-overhead", why + f"; CUDA graphs ({steps} steps >= {GPU_COMPILE_MIN_STEPS})"
-        else:
-            why += f"; eager ({steps} steps < {GPU_COMPILE_MIN_STEPS}: compile would not pay back)"
+    if torch.device(device).type == "cuda":
         # fused RMSprop exists on CUDA too; fused needs floating-point params on one device (ours are).
-        return Speed("auto", True, comp, "fused", why)
-    comp = None
-    why = f"cpu: channels_last, {CPU_OPTIMIZER} optimizer"
-    if not CPU_COMPILE:
-        why += "; eager (compile's gain over channels_last not shown on CPU)"
-    elif distributed:
-        why += "; no compile under data parallelism"
-    elif steps >= CPU_COMPILE_MIN_STEPS:
-        comp, why = "default", why + f"; inductor ({steps} steps >= {CPU_COMPILE_MIN_STEPS})"
-    else:
-        why += f"; eager ({steps} steps < {CPU_COMPILE_MIN_STEPS}: compile would not pay back)"
-    return Speed("auto", True, comp, CPU_OPTIMIZER, why)
+        comp, why = _compile_choice(True, "reduce-overhead", "CUDA graphs", GPU_COMPILE_MIN_STEPS, steps, distributed)
+        return Speed("auto", True, comp, "fused", "cuda: channels_last, fused optimizer; " + why)
+    comp, why = _compile_choice(CPU_COMPILE, "default", "inductor", CPU_COMPILE_MIN_STEPS, steps, distributed)
+    return Speed("auto", True, comp, CPU_OPTIMIZER, f"cpu: channels_last, {CPU_OPTIMIZER} optimizer; " + why)
+
+
+def _compile_choice(enabled: bool, mode: str, name: str, threshold: int, steps: int,
+                    distributed: bool) -> tuple[str | None, str]:
+    """(compile mode or None, why): compile only where it is on for the device and pays back."""
+    if not enabled:
+        return None, "eager (compile's gain over channels_last not shown on this device)"
+    if distributed:
+        return None, "no compile under data parallelism"
+    if steps >= threshold:
+        return mode, f"{name} ({steps} steps >= {threshold})"
+    return None, f"eager ({steps} steps < {threshold}: compile would not pay back)"
 
 
 def inductor_cache_dir(state_dir: str | Path | None = None) -> Path:

@@ -53,8 +53,7 @@ def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path)
     tracker.skip_logged()
     if resume is not None:
         meta = json.loads((ckdir / META_FILE).read_text()) if (ckdir / META_FILE).exists() else {}
-        prev = tracker.tags().get(f"{track.T}retries", "0")
-        tracker.set_tags({"retries": int(prev) + 1, "resumed_from_epoch": meta.get("epoch", "?")})
+        tracker.set_tags({"resumed_from_epoch": meta.get("epoch", "?")})
 
     def on_saved(path: Path, rec: dict) -> None:
         (ckdir / META_FILE).write_text(json.dumps({"epoch": rec["epoch"], "step": rec["step"],
@@ -94,8 +93,13 @@ def trainable(config: dict[str, Any], data=None) -> None:
     trial = Trial.from_dict(cfg["trial"])
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])
     try:
+        # An earlier attempt left its pid: this is a retry, with a checkpoint to resume from or not (a kill
+        # before the first checkpoint restarts from zero, and still counts).
+        prev = tracker.tags()
+        again = {"retries": int(prev.get(f"{track.T}retries", "0")) + 1,
+                 "resumed_from_epoch": 0} if f"{track.T}pid" in prev else {}
         tracker.set_tags({"host": platform.node(), "pid": os.getpid(), "torch": torch.__version__,
-                          "lightning": lightning.__version__, **ray_exec.node_info()})
+                          "lightning": lightning.__version__, **ray_exec.node_info(), **again})
         work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-"))
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})

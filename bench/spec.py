@@ -228,6 +228,8 @@ class Profile(_Strict):
     seeds: list[int] | int | None = None
     protocol: dict[str, Any] = {}
     resources: dict[str, Any] = {}
+    # Model keyword arguments for every cell (e.g. a narrower `width`); the profile wins over the cell.
+    model_kwargs: dict[str, Any] = {}
     cells: list[str] | None = None              # restrict to these cell ids
     search: dict[str, Any] | None = None
 

@@ -127,7 +127,7 @@ def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, 
             # A student uses the teacher trial of the same seed.
             teacher = by_key[(cell.teacher, seed)].config_hash if cell.teacher else None
             t = Trial(suite=suite.name, cell=cell.id, seed=seed, profile=profile, dataset=ds, model=cell.model,
-                      model_kwargs=dict(cell.kwargs), protocol=proto, method=cell.method, teacher=teacher,
+                      model_kwargs={**cell.kwargs, **p.model_kwargs}, protocol=proto, method=cell.method, teacher=teacher,
                       resources=res)
             by_key[(cell.id, seed)] = t
             out.append(t)

@@ -16,7 +16,7 @@ as the paper's Table 2 comparison with plain nets uses). ResNet-200 is the pre-a
 from __future__ import annotations
 
 from ._layers import BasicBlock, Bottleneck, PreActNet, ResNet, check_choice
-from ._registry import register_model
+from ._registry import ModelConfigError, register_model
 
 REF_RESNET = "He et al. 2015, Deep Residual Learning, arXiv 1512.03385, Table 1 / Sec. 3.3"
 REF_RESNEXT = "Xie et al. 2016, Aggregated Residual Transformations, arXiv 1611.05431, Tables 1/3/4"
@@ -31,10 +31,12 @@ def _bottleneck(layers, cardinality, base_width, num_classes, in_channels):
     )
 
 
-def _basic(layers, residual, num_classes, in_channels, shortcut):
-    return ResNet(
-        BasicBlock, layers, PLANES, num_classes, in_channels, "imagenet", shortcut=shortcut, residual=residual
-    )
+def _basic(layers, residual, num_classes, in_channels, shortcut, width=64, stem="imagenet"):
+    # width/stem serve small-image stand-ins of Fig. 4 (a 3x3 stem, narrower stages); the defaults are Table 1's.
+    if width < 1:
+        raise ModelConfigError(f"width must be >= 1, got {width}")
+    return ResNet(BasicBlock, layers, tuple(width * 2**i for i in range(4)), num_classes, in_channels, stem,
+                  shortcut=shortcut, residual=residual)
 
 
 def _preact_bottleneck(layers, num_classes, in_channels):
@@ -45,23 +47,23 @@ def _preact_bottleneck(layers, num_classes, in_channels):
 
 
 @register_model(**IMAGENET, paper_flops=1.8e9, paper_ref=REF_RESNET)
-def resnet18(num_classes=1000, in_channels=3, shortcut="A"):
-    return _basic((2, 2, 2, 2), True, num_classes, in_channels, shortcut)
+def resnet18(num_classes=1000, in_channels=3, shortcut="A", width=64, stem="imagenet"):
+    return _basic((2, 2, 2, 2), True, num_classes, in_channels, shortcut, width, stem)
 
 
 @register_model(**IMAGENET, paper_flops=3.6e9, paper_ref=REF_RESNET)
-def resnet34(num_classes=1000, in_channels=3, shortcut="A"):
-    return _basic((3, 4, 6, 3), True, num_classes, in_channels, shortcut)
+def resnet34(num_classes=1000, in_channels=3, shortcut="A", width=64, stem="imagenet"):
+    return _basic((3, 4, 6, 3), True, num_classes, in_channels, shortcut, width, stem)
 
 
 @register_model(**IMAGENET, paper_flops=1.8e9, paper_ref=REF_RESNET)
-def plain18(num_classes=1000, in_channels=3, shortcut="A"):
-    return _basic((2, 2, 2, 2), False, num_classes, in_channels, shortcut)
+def plain18(num_classes=1000, in_channels=3, shortcut="A", width=64, stem="imagenet"):
+    return _basic((2, 2, 2, 2), False, num_classes, in_channels, shortcut, width, stem)
 
 
 @register_model(**IMAGENET, paper_flops=3.6e9, paper_ref=REF_RESNET)
-def plain34(num_classes=1000, in_channels=3, shortcut="A"):
-    return _basic((3, 4, 6, 3), False, num_classes, in_channels, shortcut)
+def plain34(num_classes=1000, in_channels=3, shortcut="A", width=64, stem="imagenet"):
+    return _basic((3, 4, 6, 3), False, num_classes, in_channels, shortcut, width, stem)
 
 
 @register_model(**IMAGENET, paper_params=25.5e6, paper_flops=4.1e9, paper_ref=REF_RESNEXT)

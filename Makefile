@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROFILE ?= reduced
 
-.PHONY: run test data setup clean-state gpu-check gpu-speed
+.PHONY: run test data setup clean-state gpu-check gpu-speed reports
 
 setup: $(STAMP)
 
@@ -34,6 +34,19 @@ run: data
 
 test: data
 	$(BIN)/python -m pytest -q
+
+# Every suite's reduced profile, run here and reported into reports/SUITE (about 3 h on 2 CPU cores; see the
+# README). One store for all of them, so a re-run skips what finished; `make reports SUITES="quickstart insights"`
+# does a subset. Each report's header gives its measured wall time, commit and device.
+SUITES ?= quickstart degradation resnet_fig4 insights highway_depth resnet_cifar highway_fitnet preact densenet \
+	resnext_cifar resnext_imagenet
+REPORTS_STORE ?= sqlite:///$(CURDIR)/.bench/reports.db
+reports: data
+	mkdir -p .bench
+	set -e; for s in $(SUITES); do \
+		$(BIN)/bench run $$s --profile reduced --tracking-uri $(REPORTS_STORE) --storage $(CURDIR)/.bench/reports-storage; \
+		$(BIN)/bench report $$s --profile reduced --dataset fashion-mnist --tracking-uri $(REPORTS_STORE) --out reports/$$s; \
+	done
 
 # Run state lives beside the checkout; this removes it (never the venv).
 clean-state:

@@ -38,67 +38,71 @@ REF = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv 1603.0
 class PreActResNet(PreActNet):
     """CIFAR net of the appendix: depth 6n+2 (basic units) or 9n+2 (bottleneck units)."""
 
-    def __init__(self, depth: int, bottleneck: bool, unit: str = "e", num_classes: int = 10, in_channels: int = 3):
+    def __init__(self, depth: int, bottleneck: bool, unit: str = "e", num_classes: int = 10, in_channels: int = 3,
+                 width: int = 16):
         per_unit = 9 if bottleneck else 6
         if depth < per_unit + 2 or (depth - 2) % per_unit:
             kind = "9n+2 (164, 1001)" if bottleneck else "6n+2 (110)"
             unit_kind = "bottleneck" if bottleneck else "basic"
             raise ModelConfigError(f"preresnet: {unit_kind} depth must be {kind}, got {depth}")
         n = (depth - 2) // per_unit
-        widths = (64, 128, 256) if bottleneck else (16, 32, 64)
-        super().__init__((n, n, n), widths, unit, bottleneck, num_classes, in_channels, "cifar", stem_width=16)
+        if width < 1:
+            raise ModelConfigError(f"preresnet: width must be >= 1, got {width}")
+        # `width` (default 16, the paper's) scales every stage; reduced profiles train narrower nets.
+        widths = (4 * width, 8 * width, 16 * width) if bottleneck else (width, 2 * width, 4 * width)
+        super().__init__((n, n, n), widths, unit, bottleneck, num_classes, in_channels, "cifar", stem_width=width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
-def preresnet110_a(num_classes=10, in_channels=3):
-    return PreActResNet(110, False, "a", num_classes, in_channels)
+def preresnet110_a(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(110, False, "a", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
-def preresnet110_b(num_classes=10, in_channels=3):
-    return PreActResNet(110, False, "b", num_classes, in_channels)
+def preresnet110_b(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(110, False, "b", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
-def preresnet110_c(num_classes=10, in_channels=3):
-    return PreActResNet(110, False, "c", num_classes, in_channels)
+def preresnet110_c(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(110, False, "c", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
-def preresnet110_d(num_classes=10, in_channels=3):
-    return PreActResNet(110, False, "d", num_classes, in_channels)
+def preresnet110_d(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(110, False, "d", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
-def preresnet110_e(num_classes=10, in_channels=3):
-    return PreActResNet(110, False, "e", num_classes, in_channels)
+def preresnet110_e(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(110, False, "e", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "a"})
-def preresnet164_a(num_classes=10, in_channels=3):
-    return PreActResNet(164, True, "a", num_classes, in_channels)
+def preresnet164_a(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(164, True, "a", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "b"})
-def preresnet164_b(num_classes=10, in_channels=3):
-    return PreActResNet(164, True, "b", num_classes, in_channels)
+def preresnet164_b(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(164, True, "b", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "c"})
-def preresnet164_c(num_classes=10, in_channels=3):
-    return PreActResNet(164, True, "c", num_classes, in_channels)
+def preresnet164_c(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(164, True, "c", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "d"})
-def preresnet164_d(num_classes=10, in_channels=3):
-    return PreActResNet(164, True, "d", num_classes, in_channels)
+def preresnet164_d(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(164, True, "d", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=1.7e6, paper_ref=REF, fixed={"unit": "e"})
-def preresnet164_e(num_classes=10, in_channels=3):
-    return PreActResNet(164, True, "e", num_classes, in_channels)
+def preresnet164_e(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(164, True, "e", num_classes, in_channels, width)
 
 
 @register_model(family="preact", paper_params=10.2e6, paper_ref=REF, fixed={"unit": "e"})
-def preresnet1001(num_classes=10, in_channels=3):
-    return PreActResNet(1001, True, "e", num_classes, in_channels)
+def preresnet1001(num_classes=10, in_channels=3, width=16):
+    return PreActResNet(1001, True, "e", num_classes, in_channels, width)

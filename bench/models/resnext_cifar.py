@@ -9,23 +9,28 @@ the 3x3 conv of the first block of stages 2 and 3; projection shortcuts where di
 from __future__ import annotations
 
 from ._layers import Bottleneck, ResNet
-from ._registry import register_model
+from ._registry import ModelConfigError, register_model
 
 REF = "Xie et al. 2016, Aggregated Residual Transformations, arXiv 1611.05431, Sec. 5.3 / Table 7"
 
 
-def _resnext29(cardinality, base_width, num_classes, in_channels):
+def _resnext29(cardinality, base_width, num_classes, in_channels, width=64):
+    # `width` scales every channel count by width/64 (stem, planes, and so the group width d: 8x64d at width 8 has
+    # 8 groups of 8 channels in stage 1); 64 is the paper's net.
+    if width < 1 or width % 1:
+        raise ModelConfigError(f"resnext29: width must be a positive integer, got {width}")
+    w = int(width)
     return ResNet(
-        Bottleneck, (3, 3, 3), (64, 128, 256), num_classes, in_channels, "cifar", stem_width=64,
+        Bottleneck, (3, 3, 3), (w, 2 * w, 4 * w), num_classes, in_channels, "cifar", stem_width=w,
         shortcut="B", cardinality=cardinality, base_width=base_width,
     )
 
 
 @register_model(family="resnext_cifar", paper_params=34.4e6, paper_ref=REF)
-def resnext29_8x64d(num_classes=10, in_channels=3):
-    return _resnext29(8, 64, num_classes, in_channels)
+def resnext29_8x64d(num_classes=10, in_channels=3, width=64):
+    return _resnext29(8, 64, num_classes, in_channels, width)
 
 
 @register_model(family="resnext_cifar", paper_params=68.1e6, paper_ref=REF)
-def resnext29_16x64d(num_classes=10, in_channels=3):
-    return _resnext29(16, 64, num_classes, in_channels)
+def resnext29_16x64d(num_classes=10, in_channels=3, width=64):
+    return _resnext29(16, 64, num_classes, in_channels, width)

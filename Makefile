@@ -30,7 +30,7 @@ data: $(STAMP)
 
 run: data
 	$(BIN)/bench run quickstart --profile $(PROFILE)
-	$(BIN)/bench report quickstart --profile $(PROFILE) --dataset fashion-mnist
+	$(BIN)/bench report quickstart --profile $(PROFILE)
 
 test: data
 	$(BIN)/python -m pytest -q
@@ -45,7 +45,7 @@ reports: data
 	mkdir -p .bench
 	set -e; for s in $(SUITES); do \
 		$(BIN)/bench run $$s --profile reduced --tracking-uri $(REPORTS_STORE) --storage $(CURDIR)/.bench/reports-storage; \
-		$(BIN)/bench report $$s --profile reduced --dataset fashion-mnist --tracking-uri $(REPORTS_STORE) --out reports/$$s; \
+		$(BIN)/bench report $$s --profile reduced --tracking-uri $(REPORTS_STORE) --out reports/$$s; \
 	done
 
 # Run state lives beside the checkout; this removes it (never the venv).

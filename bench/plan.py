@@ -20,8 +20,9 @@ from bench.train.schedule import total_steps
 
 # Training-set and test-set sizes, for step counts without reading the files.
 SPLITS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashion-mnist": (60000, 10000),
+          "fashion-mnist-28": (60000, 10000),
           "imagenet": (1281167, 50000), "synthetic": (512, 256)}
-IMAGE = {"imagenet": (3, 224), "fashion-mnist": (1, 32)}
+IMAGE = {"imagenet": (3, 224), "fashion-mnist": (1, 32), "fashion-mnist-28": (1, 28)}
 
 # Recorded: one H100 80GB, torch 2.11, data on the GPU, tf32 eager, batch 128 (anchors.md, 2026-11-27).
 # model -> training images/s

@@ -16,7 +16,7 @@ import torch
 
 import bench.data as data
 from bench import BenchError
-from bench.data import DatasetError, DeviceLoader, cifar, idx, imagenet, load, normalize
+from bench.data import DatasetError, DeviceLoader, cifar, default_root, idx, imagenet, load, normalize
 from bench.data.base import channel_stats, md5_file, safe_extract
 import fixtures_data as fx  # tests/ is on sys.path under pytest (no __init__.py there)
 
@@ -112,6 +112,18 @@ def test_idx_fixture_loads_padded(tmp_path, compress):
     border[:, :, 2:30, 2:30] = 0
     assert border.sum() == 0
     assert (ds.in_channels, ds.image_size) == (1, 32) and ds.verified is False  # fixture bytes are not official
+
+
+def test_fashion_mnist_28_is_the_same_pixels_unpadded(tmp_path, monkeypatch):
+    fx.write_idx(tmp_path, n_train=30, n_test=10)
+    padded, native = load("fashion-mnist", tmp_path), load("fashion-mnist-28", tmp_path)
+    assert native.name == "fashion-mnist-28" and native.train_x.shape == (30, 1, 28, 28)
+    assert (native.in_channels, native.image_size) == (1, 28)
+    assert torch.equal(padded.train_x[:, :, 2:30, 2:30], native.train_x)
+    assert torch.equal(padded.test_y, native.test_y)
+    # One copy of the files serves both names.
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    assert default_root("fashion-mnist-28") == default_root("fashion-mnist") == tmp_path / "fashion-mnist"
 
 
 def _rewrite(path: Path, fn):

@@ -96,12 +96,12 @@ def test_smoke_profile_is_tiny(name):
 def test_reduced_profile_fits_a_small_cpu(name):
     s = suite(name)
     p = s.profiles["reduced"]
-    assert p.dataset == "fashion-mnist"
+    assert p.dataset in ("fashion-mnist", "fashion-mnist-28")  # the real data here; -28 is it unpadded
     # Every reduced profile says how long it takes here, and it fits the 30-minute budget per suite.
     minutes = [int(m) for m in re.findall(r"(\d+) min", p.description)]
     assert minutes and max(minutes) <= 30, f"{name}: reduced profile states no time, or more than 30 min"
     seeds = p.seeds if isinstance(p.seeds, int) else len(p.seeds or s.seeds)
-    assert seeds <= 2
+    assert seeds <= 3
     for t in trials(name, "reduced"):
         pr = proto(t)
         assert t.resources.model_dump() == {"cpus": 1, "gpus": 0, "workers": 1}

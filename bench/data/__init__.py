@@ -40,6 +40,8 @@ def _no_root(fn):
 
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec("fashion-mnist", idx.load, idx.info, idx.fetch),
+    "fashion-mnist-28": DatasetSpec("fashion-mnist-28", lambda root: idx.load(root, pad=False),
+                                    lambda root: idx.info(root, pad=False), idx.fetch),
     "cifar10": DatasetSpec("cifar10", lambda root: cifar.load("cifar10", root),
                            lambda root: cifar.info("cifar10", root), lambda root, url=None: cifar.fetch("cifar10", root, url)),
     "cifar100": DatasetSpec("cifar100", lambda root, label="fine": cifar.load("cifar100", root, label),
@@ -52,6 +54,7 @@ DATASETS: dict[str, DatasetSpec] = {
 # Keyword options each dataset accepts (checked up front so a typo is a DatasetError, not a TypeError).
 _OPTIONS = {
     "fashion-mnist": set(),
+    "fashion-mnist-28": set(),
     "cifar10": set(),
     "cifar100": {"label"},
     "synthetic": set(inspect.signature(synthetic.load).parameters),
@@ -70,6 +73,8 @@ def _spec(name: str) -> DatasetSpec:
 def default_root(name: str) -> Path:
     """$BENCH_DATA_DIR/<name> if set; Debian's system copy for fashion-mnist if installed; else ~/.cache/bench/<name>."""
     _spec(name)
+    if name == "fashion-mnist-28":
+        name = "fashion-mnist"  # one copy of the files serves both
     if os.environ.get("BENCH_DATA_DIR"):
         return Path(os.environ["BENCH_DATA_DIR"]) / name
     if name == "fashion-mnist" and SYSTEM_FASHION_MNIST.is_dir():

@@ -53,6 +53,7 @@ def read_idx(path: Path, magic: int, name: str = "idx") -> np.ndarray:
 # ---- Fashion-MNIST ----------------------------------------------------------------------------------------------
 
 NAME = "fashion-mnist"
+NAME_28 = "fashion-mnist-28"  # the same files, served unpadded
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 # file -> (MD5 of the official .gz from the dataset README, MD5 of its decompressed content).
@@ -101,26 +102,28 @@ def _read(root: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[st
     return data, sums
 
 
-def _dataset(root: Path, data: dict, sums: dict) -> Dataset:
-    def to_torch(x, y):  # (N, 28, 28) -> (N, 1, 32, 32)
-        return pad_to_32(torch.from_numpy(x.copy()).unsqueeze(1)), torch.from_numpy(y.astype(np.int64))
+def _dataset(root: Path, data: dict, sums: dict, pad: bool = True) -> Dataset:
+    def to_torch(x, y):  # (N, 28, 28) -> (N, 1, 32, 32), or (N, 1, 28, 28) unpadded
+        x = torch.from_numpy(x.copy()).unsqueeze(1)
+        return (pad_to_32(x) if pad else x), torch.from_numpy(y.astype(np.int64))
 
-    return Dataset(NAME, *to_torch(*data["train"]), *to_torch(*data["test"]), classes=list(CLASSES),
-                   source=str(root), verified=all(v == "ok" for v in sums.values()))
+    return Dataset(NAME if pad else NAME_28, *to_torch(*data["train"]), *to_torch(*data["test"]),
+                   classes=list(CLASSES), source=str(root), verified=all(v == "ok" for v in sums.values()))
 
 
-def load(root: Path) -> Dataset:
-    """Fashion-MNIST served as (N, 1, 32, 32): the 28x28 images zero-padded by 2 on each side."""
+def load(root: Path, pad: bool = True) -> Dataset:
+    """Fashion-MNIST served as (N, 1, 32, 32): the 28x28 images zero-padded by 2 on each side (CIFAR's shape).
+    pad=False serves the native 28x28 (NAME_28): the same pixels, 23% fewer positions for a conv net to visit."""
     root = Path(root)
-    return _dataset(root, *_read(root))
+    return _dataset(root, *_read(root), pad=pad)
 
 
-def info(root: Path) -> dict:
+def info(root: Path, pad: bool = True) -> dict:
     root = Path(root)
     data, sums = _read(root)
-    ds = _dataset(root, data, sums)
+    ds = _dataset(root, data, sums, pad=pad)
     return {
-        "name": NAME,
+        "name": ds.name,
         "source": str(root),
         "splits": {"train": ds.train_x.shape[0], "test": ds.test_x.shape[0]},
         "shape_stored": [1, *data["train"][0].shape[1:]],

@@ -98,6 +98,17 @@ class Plan:
                 f"(profile {self.profile}, dataset {self.dataset})")
 
 
+def _check_profile_kwargs(suite: Suite, profile: str, kwargs: dict, model_options) -> None:
+    """A profile model kwarg that no cell's model takes is a typo, not a setting to drop silently."""
+    if not kwargs or model_options is None:
+        return
+    taken = set().union(*(model_options(c.model) for c in suite.cells))
+    unknown = sorted(set(kwargs) - taken)
+    if unknown:
+        raise SpecError(f"suite {suite.name}: profile {profile}: model_kwargs {', '.join(unknown)} "
+                        f"taken by no model of the suite")
+
+
 def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
               cells: list[str] | None = None,
               model_options: Callable[[str], set[str]] | None = None) -> Plan:
@@ -117,17 +128,20 @@ def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, 
     wanted = _with_teachers(suite, cells or p.cells)
     by_key: dict[tuple[str, int], Trial] = {}
     out: list[Trial] = []
+    _check_profile_kwargs(suite, profile, p.model_kwargs, model_options)
     for cell in _topological(suite):
         if wanted and cell.id not in wanted:
             continue
         proto = resolve_protocol(suite, profile, cell)
+        # A profile-wide model kwarg (width, init) reaches the cells whose model takes it.
+        pkw = {k: v for k, v in p.model_kwargs.items() if model_options is None or k in model_options(cell.model)}
         # The profile wins over the cell (a smoke profile stays small), as for the protocol.
         res = Resources.model_validate(base_res | cell.resources | p.resources)
         for seed in seed_list:
             # A student uses the teacher trial of the same seed.
             teacher = by_key[(cell.teacher, seed)].config_hash if cell.teacher else None
             t = Trial(suite=suite.name, cell=cell.id, seed=seed, profile=profile, dataset=ds, model=cell.model,
-                      model_kwargs={**cell.kwargs, **p.model_kwargs}, protocol=proto, method=cell.method, teacher=teacher,
+                      model_kwargs={**cell.kwargs, **pkw}, protocol=proto, method=cell.method, teacher=teacher,
                       resources=res)
             by_key[(cell.id, seed)] = t
             out.append(t)

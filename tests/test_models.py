@@ -19,7 +19,9 @@ from torch import fx, nn
 import bench.models as bm
 from bench import BenchError
 from bench.models import UnknownModelError, create, describe, describe_all, list_models
+from bench.models._registry import ModelConfigError
 from bench.models.fitnet import HintRegressor, hint_loss
+from bench.models.flops import count_flops
 from bench.models.preact import PreActUnit
 
 torch.set_num_threads(1)
@@ -460,3 +462,15 @@ def test_forward_backward(name):
     assert all(g is not None for g in grads), "some parameters got no gradient"
     if name != "plain1202":  # a 1202-layer plain BN net's gradients overflow at init: the degradation itself
         assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_narrow_stand_ins_keep_resnet50_and_resnext50_at_equal_flops():
+    # resnext_imagenet's reduced profile relies on it: a quarter of every channel count scales each conv by 1/16.
+    full = [describe(n)["flops"] for n in ("resnet50", "resnext50_32x4d")]
+    small = [count_flops(create(n, num_classes=10, in_channels=1, width=16, stem="cifar"), 28, 1)
+             for n in ("resnet50", "resnext50_32x4d")]
+    assert abs(small[1] / small[0] - 1) < 0.05 and abs(full[1] / full[0] - 1) < 0.05
+    m = create("resnext50_32x4d", width=16)
+    assert m.units[0].conv2.groups == 32 and m.units[0].conv2.out_channels == 32  # 32 groups of 1 channel
+    with pytest.raises(ModelConfigError, match="fractional group width"):
+        create("resnext50_32x4d", width=8)

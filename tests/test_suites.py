@@ -16,7 +16,7 @@ from bench.data import DATASETS
 from bench.models import list_models, model_options
 from bench.trials import waves
 from helpers import expand, proto
-from bench.spec import Protocol, Suite, load_suite, resolve_protocol
+from bench.spec import Protocol, SpecError, Suite, load_suite, resolve_protocol
 
 
 SUITES = [
@@ -109,8 +109,11 @@ def test_reduced_profile_fits_a_small_cpu(name):
         assert pr["train_subset"] is not None and pr["train_subset"] * pr["epochs"] <= 160_000
         assert pr["test_subset"] is None or pr["test_subset"] <= 10_000
         assert pr["schedule"]["warmup"] is None or pr["schedule"]["warmup"]["iterations"] < 10
-        unknown = set(p.model_kwargs) - set(model_options(t.model))
-        assert not unknown, f"{name}/{t.cell}: {t.model} does not take the profile's {sorted(unknown)}"
+        unknown = set(t.model_kwargs) - set(model_options(t.model))
+        assert not unknown, f"{name}/{t.cell}: {t.model} does not take {sorted(unknown)}"
+    # Each profile-wide kwarg reaches some cell (make_plan refuses one that reaches none).
+    given = set().union(*(t.model_kwargs for t in trials(name, "reduced")))
+    assert set(p.model_kwargs) <= given, f"{name}: profile model_kwargs {sorted(set(p.model_kwargs) - given)} unused"
 
 
 def _milestone_fractions(pr: dict) -> list[float]:
@@ -375,3 +378,13 @@ def test_paper_protocols_are_the_papers():
     assert suite("resnext_cifar").seeds == list(range(10))  # "the average of 10 runs"
     assert suite("preact").seeds == list(range(5))
     assert not math.isnan(sum(c.paper.value for c in suite("densenet").cells))
+
+
+def test_profile_model_kwargs_reach_the_models_that_take_them_and_typos_fail():
+    s = suite("highway_fitnet")
+    by_cell = {t.cell: t.model_kwargs for t in trials("highway_fitnet", "reduced")}
+    assert by_cell["teacher"]["init"] == by_cell["fitnet1"]["init"] == "he" and "init" not in by_cell["highway1"]
+    bad = s.model_copy(deep=True)
+    bad.profiles["reduced"].model_kwargs = {"widht": 8}
+    with pytest.raises(SpecError, match="widht taken by no model"):
+        expand(bad, "reduced")

@@ -15,18 +15,26 @@ as the paper's Table 2 comparison with plain nets uses). ResNet-200 is the pre-a
 
 from __future__ import annotations
 
+import math
+
 from ._layers import BasicBlock, Bottleneck, PreActNet, ResNet, check_choice
 from ._registry import ModelConfigError, register_model
 
 REF_RESNET = "He et al. 2015, Deep Residual Learning, arXiv 1512.03385, Table 1 / Sec. 3.3"
 REF_RESNEXT = "Xie et al. 2016, Aggregated Residual Transformations, arXiv 1611.05431, Tables 1/3/4"
 IMAGENET = dict(family="resnext_imagenet", input_size=224)
-PLANES = (64, 128, 256, 512)  # bottleneck outputs are 4x: 256/512/1024/2048
 
 
-def _bottleneck(layers, cardinality, base_width, num_classes, in_channels):
+def _bottleneck(layers, cardinality, base_width, num_classes, in_channels, width=64, stem="imagenet"):
+    # width scales every stage's planes by width/64, and with them each group's width d (Bottleneck computes
+    # planes * d / 64 per group): every conv's cost then scales by (width/64)^2, so a ResNet and a ResNeXt of
+    # equal FLOPs stay equal. Used by the small-image stand-in; the defaults are Table 1's.
+    planes = tuple(width * 2**i for i in range(4))
+    if width < 1 or (width * base_width) % 64:
+        raise ModelConfigError(f"width {width} leaves a fractional group width ({base_width}d x {width}/64); "
+                               f"use a multiple of {64 // math.gcd(64, base_width)}")
     return ResNet(
-        Bottleneck, layers, PLANES, num_classes, in_channels, "imagenet",
+        Bottleneck, layers, planes, num_classes, in_channels, stem,
         shortcut="B", cardinality=cardinality, base_width=base_width,
     )
 
@@ -67,8 +75,8 @@ def plain34(num_classes=1000, in_channels=3, shortcut="A", width=64, stem="image
 
 
 @register_model(**IMAGENET, paper_params=25.5e6, paper_flops=4.1e9, paper_ref=REF_RESNEXT)
-def resnet50(num_classes=1000, in_channels=3):
-    return _bottleneck((3, 4, 6, 3), 1, 64, num_classes, in_channels)
+def resnet50(num_classes=1000, in_channels=3, width=64, stem="imagenet"):
+    return _bottleneck((3, 4, 6, 3), 1, 64, num_classes, in_channels, width, stem)
 
 
 @register_model(**IMAGENET, paper_params=44.5e6, paper_flops=7.8e9, paper_ref=REF_RESNEXT)
@@ -93,8 +101,8 @@ def resnet101_1x100d(num_classes=1000, in_channels=3):
 
 
 @register_model(**IMAGENET, paper_params=25.0e6, paper_flops=4.2e9, paper_ref=REF_RESNEXT)
-def resnext50_32x4d(num_classes=1000, in_channels=3):
-    return _bottleneck((3, 4, 6, 3), 32, 4, num_classes, in_channels)
+def resnext50_32x4d(num_classes=1000, in_channels=3, width=64, stem="imagenet"):
+    return _bottleneck((3, 4, 6, 3), 32, 4, num_classes, in_channels, width, stem)
 
 
 @register_model(**IMAGENET, paper_params=44.2e6, paper_flops=8.0e9, paper_ref=REF_RESNEXT)

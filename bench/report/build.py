@@ -131,7 +131,7 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
     if not same_dataset(dataset, suite.paper.dataset):
         stats["delta"] = float("nan")  # ours on another dataset minus the paper's is not a quantity
     table = paper_table(suite, used, curves, stats=stats)
-    claims = check_claims(suite, used, curves)
+    claims = check_claims(suite, used, curves, profile=profile)
     warn = dataset_warning(suite, dataset)
     data = ReportData(
         suite=suite, profile=profile, dataset=dataset, uri=uri, stats=stats, claims=claims,

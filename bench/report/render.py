@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.report.claims import METHOD
-from bench.report.tables import display_grid, same_dataset, fmt_num, fmt_seconds, layout_axes, unit_label
+from bench.report.claims import MAX_SEEDS, METHOD
+from bench.report.tables import (display_grid, fmt_delta, fmt_num, fmt_seconds, layout_axes, same_dataset,
+                                 unit_label)
 from bench.spec import Suite
 
 FILES = {
@@ -116,15 +117,86 @@ def _paper_footnotes(d: ReportData) -> list[str]:
     return out
 
 
+def _k(metric: str) -> float:
+    return 100.0 if unit_label(metric) == "%" else 1.0
+
+
+def _diff_unit(metric: str) -> str:
+    u = unit_label(metric)
+    return " pp" if u == "%" else (f" {u}" if u else "")
+
+
+def _signed(x: float, metric: str) -> str:
+    return fmt_delta(x * _k(metric), metric)
+
+
 def _claim_row(c: dict) -> list[str]:
-    k = 100.0 if unit_label(c["metric"]) == "%" else 1.0
+    k, m = _k(c["metric"]), c["metric"]
     p = "—" if c["p_value"] is None or math.isnan(c["p_value"]) else f"{c['p_value']:.3g}"
-    lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, c['metric'])} (n={c['n_lhs']})"
-    rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, c['metric'])} (n={c['n_rhs']})"
-    return [c["id"], c["text"], _metric_words(c["metric"]), f"{lhs} {c['op']} {rhs}", p, c["verdict"].upper()]
+    if c.get("kind") == "interaction":
+        (a, b), (cc, d) = c["lhs"], c["rhs"]
+        ours = (f"({a} − {b}): {fmt_num(c['lhs_mean'] * k, m)} {c['op']} ({cc} − {d}): "
+                f"{fmt_num(c['rhs_mean'] * k, m)} (n={c['n_lhs']} seeds)")
+    else:
+        lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, m)} (n={c['n_lhs']})"
+        rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, m)} (n={c['n_rhs']})"
+        ours = f"{lhs} {c['op']} {rhs}"
+    return [c["id"], c["text"], _metric_words(m), ours, _effect_cell(c), p, c["verdict"].upper()]
 
 
-CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "p", "verdict"]
+def _effect_cell(c: dict) -> str:
+    m = c["metric"]
+    if "effect" not in c or c["effect"] is None or math.isnan(c["effect"]):
+        return "—"
+    if math.isnan(c["ci_low"]):
+        return f"{_signed(c['effect'], m)}{_diff_unit(m)} (no CI)"
+    return f"{_signed(c['effect'], m)} [{_signed(c['ci_low'], m)}, {_signed(c['ci_high'], m)}]{_diff_unit(m)}"
+
+
+def _effect_label(c: dict) -> str:
+    if c.get("kind") == "interaction":
+        (a, b), (cc, d) = c["lhs"], c["rhs"]
+        return f"({a} − {b}) − ({cc} − {d}), mean over seeds"
+    return f"{'+'.join(c['lhs'])} − {'+'.join(c['rhs'])}, difference of means"
+
+
+def _fmt_seeds(n: int) -> str:
+    return f">{MAX_SEEDS}" if n > MAX_SEEDS else str(n)
+
+
+def claim_lines(c: dict) -> list[str]:
+    """The lines under a claim's detail: effect and interval, power when inconclusive, the suite's explanation."""
+    m, u = c["metric"], _diff_unit(c["metric"])
+    out = []
+    if "effect" in c:
+        eff = f"effect ({_effect_label(c)}): {_signed(c['effect'], m)}{u}"
+        if math.isnan(c["effect"]):
+            eff = f"effect ({_effect_label(c)}): — (no runs on a side)"
+        elif math.isnan(c["ci_low"]):
+            eff += f"; {c['ci_method']}"
+        else:
+            eff += (f", {c['ci_level']:.0%} CI [{_signed(c['ci_low'], m)}, {_signed(c['ci_high'], m)}]{u} "
+                    f"({c['ci_method']})")
+        if c.get("paper_effect") is not None:
+            eff += f"; paper: {_signed(c['paper_effect'], m)}{u} ({c['paper_effect_source']})"
+        out.append(eff)
+    if c.get("verdict") == "inconclusive" and "power_seeds" in c:
+        who = "seeds (each run in all four cells)" if c.get("kind") == "interaction" else "seeds per cell"
+        if c["power_seeds"] is None:
+            out.append(f"{who} for 80% power: no estimate: {c['power_note']}")
+        else:
+            sd = "sd of the per-seed differences" if c.get("kind") == "interaction" else "pooled sd"
+            out.append(f"{who} for 80% power: {_fmt_seeds(c['power_seeds'])}, to detect "
+                       f"{_signed(c['power_effect'], m)}{u}, {c['power_basis']}, at our observed {sd} "
+                       f"{fmt_num(c['sd'] * _k(m), m)}{u} (alpha {c['alpha']:g}, one-sided)")
+    if c.get("explanation"):
+        out.append(f"why {c['verdict']}: {c['explanation']}")
+    elif c.get("unexplained"):
+        out.append("no explanation given in the suite")
+    return out
+
+
+CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "effect [95% CI]", "p", "verdict"]
 
 
 # ---- markdown -------------------------------------------------------------------------------------------------------
@@ -163,7 +235,9 @@ def render_markdown(d: ReportData) -> str:
     if d.claims:
         L += [f"Judged on our {d.dataset} runs (profile {d.profile}).", ""]
         L += _md_table(CLAIM_HEADER, [_claim_row(c) for c in d.claims]) + [""]
-        L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}" for c in d.claims] + [""]
+        for c in d.claims:
+            L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}"] + [f"  - {x}" for x in claim_lines(c)]
+        L += [""]
         L += [f"Method: {METHOD}", ""]
     else:
         L += ["The suite states no claims.", ""]
@@ -215,6 +289,10 @@ def _html_grid(d: ReportData) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _html_sub(lines: list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{_h(x)}</li>" for x in lines) + "</ul>" if lines else ""
+
+
 def render_html(d: ReportData, png: bytes | None) -> str:
     s = d.suite
     B = [f"<!doctype html><html><head><meta charset=utf-8><title>{_h(s.title)}</title><style>{_CSS}</style>"
@@ -241,7 +319,8 @@ def render_html(d: ReportData, png: bytes | None) -> str:
             B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-1])
                      + f"<td class={c['verdict']}>{_h(cells[-1])}</td></tr>")
         B.append("</tbody></table><ul class=small>"
-                 + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}</li>" for c in d.claims) + "</ul>")
+                 + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}{_html_sub(claim_lines(c))}</li>"
+                           for c in d.claims) + "</ul>")
         B.append(f"<p class=small>Method: {_h(METHOD)}</p>")
     else:
         B.append("<p>The suite states no claims.</p>")

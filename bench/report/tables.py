@@ -117,6 +117,11 @@ def cell_of(runs: pd.DataFrame) -> pd.Series:
     return runs["cell"] if "cell" in runs else _col(runs, f"{TAG}cell")
 
 
+def seed_of(runs: pd.DataFrame) -> pd.Series:
+    s = runs["seed"] if "seed" in runs else _col(runs, f"{TAG}seed")
+    return pd.to_numeric(s, errors="coerce").astype("Int64")
+
+
 def _newest_first(df: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in ("start_time", "end_time") if k in df]
     return df.sort_values(keys, ascending=False, kind="stable", na_position="last") if keys else df

@@ -20,9 +20,13 @@ from bench import BenchError
 SUITES_DIR = Path(__file__).resolve().parent / "suites"  # package data; top-level suites/ links here
 
 # Metrics a cell or claim may name. `iters_to:<metric><=<thr>` is derived from the curves by the report.
+# test_error is the final epoch's. No test-set minimum over epochs: that would select on the test set.
 METRICS = (
-    "train_error", "test_error", "best_test_error", "test_top5_error", "val_error",
+    "train_error", "test_error", "test_top5_error", "val_error",
     "train_loss", "test_loss", "test_accuracy",
+    # Chosen on the validation split (protocols with val_split > 0): the epoch of the lowest val_error and the
+    # test error measured at that epoch.
+    "best_val_epoch", "best_val_epoch_test_error",
 )
 _ITERS_TO = re.compile(r"^iters_to:(train_error|test_error|train_loss|val_error)<=([0-9.]+)$")
 

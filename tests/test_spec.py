@@ -64,6 +64,7 @@ def _broken(mutate):
     (lambda d: d["cells"].append({"id": "a", "model": "x", "row": "r"}), "duplicate cell ids"),
     (lambda d: d["claims"][0].update(rhs="zzz"), "unknown cell 'zzz'"),
     (lambda d: d["claims"][0].update(metric="accuracy_at_dawn"), "claims.0.metric"),
+    (lambda d: d["claims"][0].update(metric="best_test_error"), "claims.0.metric"),   # test-set selection
     (lambda d: d["protocol"]["schedule"].update(milestones=[75, 50]), "milestones"),
     (lambda d: d["profiles"]["smoke"]["protocol"].update(batch_size=0), "profile smoke"),
     (lambda d: d["cells"][1].update(method="fitnet"), "needs a teacher"),

@@ -104,7 +104,8 @@ def trainable(config: dict[str, Any], data=None) -> None:
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})
         f = res.final
-        tracker.log_metrics({"best_test_error": f["best_test_error"], "wall_time_s": f["wall_time_s"],
+        chosen = {k: f[k] for k in ("best_val_epoch", "best_val_epoch_test_error") if k in f}
+        tracker.log_metrics({**chosen, "wall_time_s": f["wall_time_s"],
                              "train_time_s": f["train_time_s"], "params": f["params"],
                              "mean_images_per_sec": f["images_per_sec"]}, res.history[-1]["step"])
         (work / "curve.csv").write_text(history_csv(res.history))

@@ -448,3 +448,37 @@ def test_explanations_profile_note_wins_and_unexplained_fails_are_flagged():
     assert got["ok"]["explanation"] == "" and not any("why" in x for x in claim_lines(got["ok"]))
     other = {c["id"]: c for c in check_claims(s, runs, profile="paper")}
     assert other["wrong"]["explanation"] == "plain-56 needs the full schedule"
+
+
+# ---- the paper's value within our spread -----------------------------------------------------------------------------
+
+def test_paper_value_placed_within_our_seeds(store):
+    from bench.report.tables import display_grid, fmt_vs_paper
+    suite = store[0]
+    df = _runs([("R20", 0, 0.080, "FINISHED"), ("R20", 1, 0.090, "FINISHED"), ("R20", 2, 0.100, "FINISHED"),
+                ("R32", 0, 0.070, "FINISHED"), ("R44", 0, 0.07, "FINISHED"), ("R44", 1, 0.07, "FINISHED")])
+    sel = select_runs(df, "p", "d", cells=[c.id for c in suite.cells])
+    st = cell_stats(suite, sel).set_index("cell")
+    r20 = st.loc["R20"]                                        # ours 8, 9, 10 %; paper 8.75 %
+    assert r20["z"] == pytest.approx((8.75 - 9.0) / 1.0) and r20["frac_above"] == pytest.approx(2 / 3)
+    assert fmt_vs_paper(r20) == "z=-0.2, 2/3 seeds above"
+    assert fmt_vs_paper(r20, comparable=False) == "not comparable (dataset)"
+    assert math.isnan(st.loc["R32", "z"]) and fmt_vs_paper(st.loc["R32"]) == "—"          # n = 1
+    assert fmt_vs_paper(st.loc["R44"]) == "sd 0, 0/2 seeds above"                          # paper 7.17 > 7.00
+    header, body = display_grid(suite, st.reset_index(), "ours", "paper")
+    assert header[1:5] == ["plain: ours", "plain: paper", "plain: Δ (pp)", "plain: paper vs our seeds"]
+    assert "z=-0.2, 2/3 seeds above" in body[0]
+    t = paper_table(suite, sel)
+    assert t.loc["20", "resnet z"] == pytest.approx(-0.25) and t.loc["20", "resnet frac_above"] == pytest.approx(2 / 3)
+
+
+def test_report_places_the_paper_only_on_its_dataset(report, store):
+    md = report.markdown
+    assert "not comparable (dataset)" in md and "seeds above" not in md       # fashion-mnist runs
+    assert report.table["resnet z"].isna().all() and report.table["resnet frac_above"].isna().all()
+    csv = pd.read_csv(report.out_dir / "table.csv", index_col=0)
+    assert {"resnet z", "resnet frac_above"} <= set(csv.columns)
+    suite, uri, tmp = store
+    r = build_report(suite, uri, out_dir=tmp / "paper_z", profile="paper")
+    assert "sd 0, 0/2 seeds above" in r.markdown                              # R20 7.00, 7.00 vs the paper's 8.75
+    assert "colspan=4" in (r.out_dir / "report.html").read_text()

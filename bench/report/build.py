@@ -129,7 +129,8 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
 
     stats = cell_stats(suite, used, curves)
     if not same_dataset(dataset, suite.paper.dataset):
-        stats["delta"] = float("nan")  # ours on another dataset minus the paper's is not a quantity
+        # Ours on another dataset against the paper's number is not a quantity.
+        stats[["delta", "z", "frac_above"]] = float("nan")
     table = paper_table(suite, used, curves, stats=stats)
     claims = check_claims(suite, used, curves, profile=profile)
     warn = dataset_warning(suite, dataset)

@@ -16,7 +16,8 @@ from bench.spec import Cell, Suite
 
 TAG = "tags.bench."
 ITERS_TO = re.compile(r"^iters_to:(\w+)<=([0-9.]+)$")
-STAT_FIELDS = ("n", "mean", "sd", "median", "min", "max", "paper", "delta")
+# z: (paper - our mean) / our sd; frac_above: the fraction of our seeds above the paper's value (both need n >= 2).
+STAT_FIELDS = ("n", "mean", "sd", "median", "min", "max", "paper", "delta", "z", "frac_above")
 
 
 # ---- metrics and units ------------------------------------------------------------------------------------------
@@ -200,11 +201,16 @@ def cell_stats(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None = N
         median = float(np.median(x)) if n else math.nan
         paper = paper_fraction(c, metric) * k
         center = median if suite.layout.stat == "median" else center_mean
+        sd = float(np.std(x, ddof=1)) if n >= 2 else math.nan
+        placed = n >= 2 and math.isfinite(paper)
+        n_above = int((x > paper).sum()) if placed else None
         rows.append({
             "cell": c.id, "row": c.row, "col": c.col, "n": n, "mean": center_mean,
-            "sd": float(np.std(x, ddof=1)) if n >= 2 else math.nan, "median": median,
+            "sd": sd, "median": median,
             "min": float(np.min(x)) if n else math.nan, "max": float(np.max(x)) if n else math.nan,
             "censored": int(v["censored"].sum()), "paper": paper, "delta": center - paper,
+            "z": (paper - center_mean) / sd if placed and sd > 0 else math.nan,
+            "frac_above": n_above / n if placed else math.nan, "n_above": n_above,
             "paper_stat": c.paper.stat if c.paper else None, "paper_note": c.paper.note if c.paper else None,
         })
     return pd.DataFrame(rows)
@@ -287,9 +293,21 @@ def fmt_seconds(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def fmt_vs_paper(s: pd.Series | dict, comparable: bool = True) -> str:
+    """The paper's value placed within our seeds: 'z=+1.3, 1/2 seeds above'; '—' without a paper value or n < 2."""
+    n, paper = int(s["n"]), s["paper"]
+    if n < 2 or paper is None or not math.isfinite(paper):
+        return "—"
+    if not comparable:
+        return "not comparable (dataset)"
+    z = "sd 0" if not math.isfinite(s["z"]) else f"z={s['z']:+.1f}"
+    above = s["n_above"] if s.get("n_above") is not None else round(s["frac_above"] * n)
+    return f"{z}, {int(above)}/{n} seeds above"
+
+
 def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label: str,
                  comparable: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the human table: per paper column, ours / paper / Δ."""
+    """Header and rows of the human table: per paper column, ours / paper / Δ / the paper within our spread."""
     metric, stat = suite.layout.metric, suite.layout.stat
     rows, cols = layout_axes(suite)
     unit = unit_label(metric)
@@ -297,7 +315,7 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label
     header = [suite.layout.rows or "row"]
     for c in cols:
         pre = f"{c}: " if c else ""
-        header += [f"{pre}{ours_label}", f"{pre}{paper_label}", f"{pre}Δ{d_unit}"]
+        header += [f"{pre}{ours_label}", f"{pre}{paper_label}", f"{pre}Δ{d_unit}", f"{pre}paper vs our seeds"]
     by_pos = {}
     for r in stats.to_dict("records"):
         by_pos.setdefault((r["row"], r["col"]), r)
@@ -307,10 +325,10 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label
         for c in cols:
             r = by_pos.get((row, c))
             if r is None:
-                line += ["", "", ""]
+                line += ["", "", "", ""]
                 continue
             delta = fmt_delta(r["delta"], metric) if comparable else "n/a"
-            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), delta]
+            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), delta, fmt_vs_paper(r, comparable)]
         body.append(line)
     return header, body
 

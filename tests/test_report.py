@@ -58,7 +58,7 @@ def _train_curve(cell: str, seed: int) -> list[float]:
     return TRAIN.get(cell, [[0.9, 0.5, 0.2, 0.1, 0.05]] * 3)[seed]
 
 
-def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None):
+def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None, tags=None):
     rid = track.create_trial_run(uri, exp, parent, trial)
     tr = track.TrialTracker(uri, rid)
     tr.set_tags({"device": "cpu (2 threads)", "torch": "2.13.0", "lightning": "2.6.6", "host": "box"})
@@ -67,6 +67,7 @@ def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None):
         test = final + 0.1 * (len(STEPS) - 1 - i)     # ends exactly at `final`
         tr.log_metrics({"train_error": train[i], "test_error": test, "train_loss": 2 * train[i] + 0.01}, step)
     tr.log_metrics({"wall_time_s": 12.0, "params": 1000}, STEPS[-1])
+    tr.set_tags(tags or {})
     tr.finish(status)
     return rid
 
@@ -482,3 +483,99 @@ def test_report_places_the_paper_only_on_its_dataset(report, store):
     r = build_report(suite, uri, out_dir=tmp / "paper_z", profile="paper")
     assert "sd 0, 0/2 seeds above" in r.markdown                              # R20 7.00, 7.00 vs the paper's 8.75
     assert "colspan=4" in (r.out_dir / "report.html").read_text()
+
+
+# ---- diverged runs ---------------------------------------------------------------------------------------------------
+
+def _div_runs():
+    df = _runs([("P20", 0, 0.20, "FINISHED"), ("P20", 1, 0.35, "FAILED"), ("P20", 2, 0.22, "FINISHED"),
+                ("R20", 0, 0.10, "FINISHED"), ("R20", 1, 0.11, "FINISHED"), ("R20", 2, 0.5, "FAILED")])
+    # P20 seed 1 diverged (its metrics.* are the last epoch before the NaN); R20 seed 2 failed for another reason.
+    df["tags.bench.diverged"] = [None, "1", None, None, None, None]
+    df["tags.bench.error"] = [None, "diverged at step 1234", None, None, None, "RuntimeError: CUDA"]
+    df["metrics.train_loss"] = [0.5, 0.4, 0.5, 0.2, 0.2, 0.2]
+    return df
+
+
+def test_diverged_run_counts_at_chance():
+    from bench.report.tables import diverged_notes, exclusions, fmt_cell, metric_values
+    df = _div_runs()
+    sel = select_runs(df, "p", "d", cells=["P20", "R20"])
+    assert list(sel["run_id"]) == ["r0", "r1", "r2", "r3", "r4"] and list(sel["diverged"]) == [0, 1, 0, 0, 0]
+    assert exclusions(df, sel, "p", "d", ["P20", "R20"]) == ["1 FAILED run(s) not counted"]
+    # No class count logged, dataset 'd' unknown: left out, and said so.
+    assert math.isnan(metric_values(sel, "test_error")["value"][1])
+    assert "number of classes is unknown" in diverged_notes(sel, ["test_error"])[0]
+    sel["tags.bench.dataset"] = "fashion-mnist"                       # 10 classes
+    v = metric_values(sel, "test_error")
+    assert v["value"].tolist() == pytest.approx([0.20, 0.90, 0.22, 0.10, 0.11]) and v["diverged"].sum() == 1
+    assert metric_values(sel, "test_accuracy")["value"][1] == pytest.approx(0.10)
+    assert math.isnan(metric_values(sel, "train_loss")["value"][1])   # losses: left out
+    assert math.isnan(metric_values(sel, "val_error")["value"][1])    # no validation split
+    sel.loc[1, "tags.bench.num_classes"] = "100"                     # the run's own count wins
+    assert metric_values(sel, "test_error")["value"][1] == pytest.approx(0.99)
+    assert metric_values(sel, "test_top5_error")["value"][1] == pytest.approx(0.95)
+    sel.loc[1, "tags.bench.num_classes"] = None
+
+    notes = diverged_notes(sel, ["test_error", "train_loss"])
+    assert notes == ["P20 seed 1 diverged at step 1234: test_error counted at chance, 90.00%; "
+                     "train_loss left out (a diverged run has no value of this metric)"]
+    suite = _stat_suite([{"id": "o", "text": "t", "metric": "test_error", "lhs": "R20", "op": "<", "rhs": "P20"},
+                         {"id": "l", "text": "t", "metric": "train_loss", "lhs": "R20", "op": "<", "rhs": "P20"}])
+    st = cell_stats(suite, sel, metric="test_error").set_index("cell").loc["P20"]
+    assert st["n"] == 3 and st["diverged"] == 1 and st["mean"] == pytest.approx(100 * (0.2 + 0.9 + 0.22) / 3)
+    assert fmt_cell(st, "test_error", "mean").endswith("(3, 1 diverged)")
+    c, loss = check_claims(suite, sel)
+    assert c["n_rhs"] == 3 and c["rhs_mean"] == pytest.approx((0.2 + 0.9 + 0.22) / 3) and c["n_diverged"] == 1
+    assert loss["n_rhs"] == 2 and loss["n_diverged_left_out"] == 1
+    from bench.report.render import claim_lines
+    assert "1 diverged run(s) counted at chance level; see Diverged runs" in claim_lines(c)
+    assert any("left out: no train_loss" in x for x in claim_lines(loss))
+
+
+def test_diverged_iters_to_is_censored_and_never_best_of_a_search():
+    from bench.report.tables import metric_values
+    df = _div_runs()
+    sel = select_runs(df, "p", "d", cells=["P20", "R20"])
+    curves = pd.DataFrame({"run_id": ["r0"] * 2 + ["r1"] * 2, "metric": "train_error", "step": [10, 20] * 2,
+                           "value": [0.5, 0.2, 0.6, 0.5]})
+    v = metric_values(sel, "iters_to:train_error<=0.3", curves)
+    assert (v["value"][1], v["censored"][1]) == (1235, True)          # diverged at 1234 without reaching 0.3
+    curves.loc[3, "value"] = 0.25                                      # reached it at step 20, then diverged
+    v = metric_values(sel, "iters_to:train_error<=0.3", curves)
+    assert (v["value"][1], v["censored"][1]) == (20, False)
+    # In a search the diverged sample (lowest logged loss) is not the best one.
+    s = _div_runs().iloc[[0, 1]].assign(**{"tags.bench.seed": "0", "tags.bench.config_hash": ["h0", "h1"]})
+    assert select_runs(s, "p", "d", cells=["P20"], best_of=("train_loss", "min"))["run_id"].tolist() == ["r0"]
+
+
+def test_report_flags_diverged_runs(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(SUITE_YAML)
+    suite = load_suite(tmp_path / "tiny.yaml")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, suite.name)
+    trials = expand(suite, "reduced", cells=["R20", "P20"])
+    pid = track.start_parent(uri, exp, suite=suite.name, profile="reduced", dataset="fashion-mnist", argv=[],
+                             n_trials=len(trials), n_skipped=0)
+    for t in trials:
+        div = (t.cell, t.seed) == ("P20", 1)
+        tags = {"diverged": 1, "error": "diverged at step 321", "diverged_step": 321, "num_classes": 10}
+        _log_trial(uri, exp, pid, t, 0.1 if t.cell == "R20" else 0.2, status="FAILED" if div else "FINISHED",
+                   tags=tags if div else None)
+    r = build_report(suite, uri, out_dir=tmp_path / "out")
+    md = r.markdown
+    assert "## Diverged runs" in md and "P20 seed 1 diverged at step 321: test_error counted at chance, 90.00%" in md
+    assert "(3, 1 diverged)" in md and "(1 diverged, counted as results)" in md
+    assert r.table.loc["20", "plain mean"] == pytest.approx((20 + 90 + 20) / 3)
+    runs = pq.read_table(r.out_dir / "runs.parquet").to_pandas()
+    assert runs["report.diverged"].sum() == 1 and "Diverged runs" in (r.out_dir / "report.html").read_text()
+
+
+def test_power_falls_back_when_the_root_finder_gives_up(monkeypatch):
+    from statsmodels.stats.power import TTestIndPower
+    from bench.report.claims import power_seeds
+    want = power_seeds(-0.02, 0.03, "<", 0, 0.05)[0]
+    assert want == math.ceil(TTestIndPower().solve_power(effect_size=-0.02 / 0.03, alpha=0.05, power=0.8,
+                                                         alternative="smaller"))
+    monkeypatch.setattr(TTestIndPower, "solve_power", lambda self, **kw: np.array([math.nan]))
+    assert power_seeds(-0.02, 0.03, "<", 0, 0.05) == (want, "")

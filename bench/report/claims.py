@@ -54,7 +54,10 @@ METHOD = (
     "paper_effect, else the difference of the cells' paper values) at our observed spread, at the claim's "
     "alpha and in the claimed direction (statsmodels TTestIndPower with effect size = effect / pooled sd for "
     "orderings; TTestPower on the sd of d for interactions; for '~=' the nearer bound's one-sided test, an "
-    "approximation); without a paper effect the observed effect is used and said so."
+    "approximation); without a paper effect the observed effect is used and said so. "
+    "A run whose loss became NaN or inf (diverged) is a result: it counts at chance-level error "
+    "(1 − 1/classes) for error metrics (1/classes for accuracies), as never reaching an iters_to threshold "
+    "(censored, unless it got there before diverging), and is left out of losses; the report lists each one."
 )
 
 
@@ -164,7 +167,9 @@ def effect_ci(x: np.ndarray, y: np.ndarray | None = None, level: float = CI_LEVE
             return eff, math.nan, math.nan, "no interval: fewer than 2 seeds"
         if np.ptp(x) == 0:
             return eff, math.nan, math.nan, "no interval: no spread over seeds"
-        ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # near-constant samples, as in _one_sided
+            ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
         return eff, float(ci.low), float(ci.high), "one-sample t"
     y = np.asarray(y, float)
     eff = float(np.mean(x) - np.mean(y)) if len(x) and len(y) else math.nan
@@ -172,7 +177,9 @@ def effect_ci(x: np.ndarray, y: np.ndarray | None = None, level: float = CI_LEVE
         return eff, math.nan, math.nan, "no interval: fewer than 2 runs on a side"
     if np.ptp(x) == 0 and np.ptp(y) == 0:
         return eff, math.nan, math.nan, "no interval: no spread on either side"
-    ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
     return eff, float(ci.low), float(ci.high), "Welch–Satterthwaite"
 
 
@@ -231,9 +238,14 @@ def power_seeds(effect: float, sd: float, op: str, margin: float, alpha: float, 
         if power(2) >= POWER:             # a t-test needs 2 seeds whatever the effect
             return 2, ""
         n = float(np.squeeze(solve()))
-    if not math.isfinite(n):
-        return None, "statsmodels found no solution"
-    return max(2, math.ceil(n / k - 1e-9)), ""
+        if math.isfinite(n):
+            return max(2, math.ceil(n / k - 1e-9)), ""
+        # The root finder gave up: the smallest whole number of seeds reaching POWER (power rises with n).
+        lo, hi = 2, MAX_SEEDS
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if power(mid) >= POWER else (mid + 1, hi)
+        return lo, ""
 
 
 def paper_effect(suite: Suite, cl: Claim) -> tuple[float | None, str]:
@@ -257,12 +269,13 @@ def _flag(v: pd.DataFrame, name: str) -> int:
     return int(v[name].sum()) if name in v else 0
 
 
-def _side(runs: pd.DataFrame, vals: pd.DataFrame, cells: list[str]) -> tuple[np.ndarray, int, int]:
-    """Values of the runs of `cells`, and how many of them are censored and diverged."""
+def _side(runs: pd.DataFrame, vals: pd.DataFrame, cells: list[str]) -> tuple[np.ndarray, int, int, int]:
+    """Values of the runs of `cells`; how many are censored, diverged and counted, diverged and left out."""
     mask = cell_of(runs).isin(cells).to_numpy()
     v = vals[mask]
+    left_out = _flag(v[v["value"].isna()], "diverged")
     v = v[v["value"].notna()]
-    return v["value"].to_numpy(float), _flag(v, "censored"), _flag(v, "diverged")
+    return v["value"].to_numpy(float), _flag(v, "censored"), _flag(v, "diverged"), left_out
 
 
 def _by_seed(runs: pd.DataFrame, vals: pd.DataFrame, cell: str) -> pd.DataFrame:
@@ -279,8 +292,10 @@ def _interaction_data(runs: pd.DataFrame, vals: pd.DataFrame, cl: Claim) -> dict
     every = sorted(set.union(*(set(p.index) for p in parts))) if parts else []
     a, b, c, d = (p.loc[seeds, "value"].to_numpy(float) for p in parts)
     used = pd.concat([p.loc[seeds] for p in parts]) if seeds else pd.DataFrame(columns=["value"])
+    mask = cell_of(runs).isin(cl.lhs + cl.rhs).to_numpy()
+    left_out = _flag(vals[mask][vals[mask]["value"].isna()], "diverged")
     return {"lhs": a - b, "rhs": c - d, "seeds": seeds, "dropped": [s for s in every if s not in seeds],
-            "censored": _flag(used, "censored"), "diverged": _flag(used, "diverged")}
+            "censored": _flag(used, "censored"), "diverged": _flag(used, "diverged"), "diverged_left_out": left_out}
 
 
 def _explanation(cl: Claim, notes: dict[str, str], profile: str | None) -> tuple[str, str]:
@@ -308,15 +323,15 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
             eff, lo, hi, ci_method = effect_ci(diffs)
             sd = float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else math.nan
             rec = _record(cl, ix["lhs"], ix["rhs"], ix["censored"], 0, verdict, p, test, interaction=ix)
-            rec["n_diverged"] = ix["diverged"]
+            rec.update(n_diverged=ix["diverged"], n_diverged_left_out=ix["diverged_left_out"])
         else:
-            x, cx, dx = _side(runs, vals, cl.lhs)
-            y, cy, dy = _side(runs, vals, cl.rhs)
+            x, cx, dx, lx = _side(runs, vals, cl.lhs)
+            y, cy, dy, ly = _side(runs, vals, cl.rhs)
             verdict, p, test = judge(x, y, cl.op, cl.margin, cl.alpha)
             eff, lo, hi, ci_method = effect_ci(x, y)
             sd = pooled_sd(x, y)
             rec = _record(cl, x, y, cx, cy, verdict, p, test)
-            rec["n_diverged"] = dx + dy
+            rec.update(n_diverged=dx + dy, n_diverged_left_out=lx + ly)
         rec.update(effect=eff, ci_low=lo, ci_high=hi, ci_level=CI_LEVEL, ci_method=ci_method, sd=sd,
                    paper_effect=target, paper_effect_source=target_src)
         rec.update(_power(cl, verdict, target, target_src, eff, sd))

@@ -20,9 +20,13 @@ from bench import BenchError
 SUITES_DIR = Path(__file__).resolve().parent / "suites"  # package data; top-level suites/ links here
 
 # Metrics a cell or claim may name. `iters_to:<metric><=<thr>` is derived from the curves by the report.
+# test_error is the final epoch's. No test-set minimum over epochs: that would select on the test set.
 METRICS = (
-    "train_error", "test_error", "best_test_error", "test_top5_error", "val_error",
+    "train_error", "test_error", "test_top5_error", "val_error",
     "train_loss", "test_loss", "test_accuracy",
+    # Chosen on the validation split (protocols with val_split > 0): the epoch of the lowest val_error and the
+    # test error measured at that epoch.
+    "best_val_epoch", "best_val_epoch_test_error",
 )
 _ITERS_TO = re.compile(r"^iters_to:(train_error|test_error|train_loss|val_error)<=([0-9.]+)$")
 
@@ -189,14 +193,22 @@ class Search(_Strict):
 
 
 class Claim(_Strict):
+    """order: mean(lhs) op mean(rhs), seeds of a side's cells pooled.
+    interaction: lhs [a, b], rhs [c, d] state (a - b) op (c - d), judged on per-seed differences."""
     id: str
     text: str
     metric: str
+    kind: Literal["order", "interaction"] = "order"
     lhs: list[str]
     op: Literal["<", ">", "<=", ">=", "~="]
     rhs: list[str]
     margin: float = Field(0.0, ge=0)            # absolute, in the metric's fraction units
     alpha: float = Field(0.05, gt=0, lt=1)
+    # The paper's effect, lhs - rhs (for interaction: (a - b) - (c - d)) in fraction units like margin; the
+    # report derives it from the cells' paper values when they have them and this is not given.
+    paper_effect: float | None = None
+    paper_effect_note: str = ""                 # where the number comes from
+    if_fails: str = ""                          # shown under a claim that fails or is inconclusive
 
     @field_validator("lhs", "rhs", mode="before")
     @classmethod
@@ -204,6 +216,20 @@ class Claim(_Strict):
         return [v] if isinstance(v, str) else v
 
     _m = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
+
+    @model_validator(mode="after")
+    def _shape(self) -> Claim:
+        if not self.lhs or not self.rhs:
+            raise ValueError(f"claim {self.id!r}: lhs and rhs each need at least one cell")
+        if self.kind != "interaction":
+            return self
+        if self.op == "~=":
+            raise ValueError(f"claim {self.id!r}: an interaction claim takes <, >, <= or >=, not '~='")
+        for side, cells in (("lhs", self.lhs), ("rhs", self.rhs)):
+            if len(cells) != 2 or cells[0] == cells[1]:
+                raise ValueError(f"claim {self.id!r}: an interaction claim needs exactly 2 distinct cells in "
+                                 f"{side} ([a, b] meaning a - b), got {cells}")
+        return self
 
 
 class Layout(_Strict):
@@ -232,6 +258,8 @@ class Profile(_Strict):
     model_kwargs: dict[str, Any] = {}
     cells: list[str] | None = None              # restrict to these cell ids
     search: dict[str, Any] | None = None
+    # Claim id -> why this profile cannot decide (or fails) that claim; wins over the claim's if_fails.
+    claim_notes: dict[str, str] = {}
 
     _r = field_validator("resources")(classmethod(lambda cls, v: _check_resources(v)))
 
@@ -269,6 +297,10 @@ class Suite(_Strict):
                 raise ValueError(f"cell {c.id!r}: teacher {c.teacher!r} is not a cell of this suite")
             if c.method == "fitnet" and c.teacher is None:
                 raise ValueError(f"cell {c.id!r}: method 'fitnet' needs a teacher")
+        cids = [cl.id for cl in self.claims]
+        dup = {i for i in cids if cids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate claim ids: {', '.join(sorted(dup))}")
         for cl in self.claims:
             for ref in cl.lhs + cl.rhs:
                 if ref not in known:
@@ -277,6 +309,9 @@ class Suite(_Strict):
             for ref in p.cells or []:
                 if ref not in known:
                     raise ValueError(f"profile {pname!r}: unknown cell {ref!r}")
+            for ref in p.claim_notes:
+                if ref not in cids:
+                    raise ValueError(f"profile {pname!r}: claim_notes names unknown claim {ref!r}")
         return self
 
     def cell(self, cid: str) -> Cell:

@@ -58,7 +58,7 @@ def _train_curve(cell: str, seed: int) -> list[float]:
     return TRAIN.get(cell, [[0.9, 0.5, 0.2, 0.1, 0.05]] * 3)[seed]
 
 
-def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None):
+def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None, tags=None):
     rid = track.create_trial_run(uri, exp, parent, trial)
     tr = track.TrialTracker(uri, rid)
     tr.set_tags({"device": "cpu (2 threads)", "torch": "2.13.0", "lightning": "2.6.6", "host": "box"})
@@ -67,6 +67,7 @@ def _log_trial(uri, exp, parent, trial, final, status="FINISHED", train=None):
         test = final + 0.1 * (len(STEPS) - 1 - i)     # ends exactly at `final`
         tr.log_metrics({"train_error": train[i], "test_error": test, "train_loss": 2 * train[i] + 0.01}, step)
     tr.log_metrics({"wall_time_s": 12.0, "params": 1000}, STEPS[-1])
+    tr.set_tags(tags or {})
     tr.finish(status)
     return rid
 
@@ -278,3 +279,303 @@ def test_loss_plot_and_iters_to_table(store, tmp_path):
     assert fmt_cell(r, suite.layout.metric, "mean") == "20 ± 1 (2, 1 censored)"
     out = plot_curves(suite, sel, curves, tmp_path / "c.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- interaction claims, effect intervals, power, explanations ------------------------------------------------------
+
+def _stat_suite(claims, cells=("P56", "P20", "R56", "R20"), profiles=None, paper=None, paper_metric="train_error"):
+    from bench.spec import Suite
+    return Suite.model_validate({
+        "name": "stat", "title": "t", "paper": {"citation": "c", "ref": "Table 1", "dataset": "cifar10"},
+        "dataset": "cifar10", "protocol": {"iterations": 10}, "profiles": profiles or {},
+        "cells": [{"id": c, "model": "resnet20", "row": c, **({"paper": {"value": paper[c], "metric": paper_metric}} if paper else {})}
+                  for c in cells],
+        "claims": claims})
+
+
+def _seed_runs(values: dict[str, list[float]], metric="train_error") -> pd.DataFrame:
+    """values: cell -> per-seed values (None: no run for that seed)."""
+    rows = [(c, s, v) for c, vs in values.items() for s, v in enumerate(vs) if v is not None]
+    return pd.DataFrame({"run_id": [f"r{i}" for i in range(len(rows))], "cell": [r[0] for r in rows],
+                         "seed": [r[1] for r in rows], f"metrics.{metric}": [r[2] for r in rows]})
+
+
+IX = {"id": "ix", "text": "shortcuts remove the degradation", "kind": "interaction", "metric": "train_error",
+      "lhs": ["P56", "P20"], "op": ">", "rhs": ["R56", "R20"]}
+# A shared per-seed offset (a good or bad seed moves all cells): pairing by seed removes it.
+_OFF = np.array([0.00, 0.05, -0.04, 0.02])
+_IXDATA = {"P56": list(0.30 + _OFF + [0.010, 0.000, 0.020, 0.015]), "P20": list(0.10 + _OFF),
+           "R56": list(0.08 + _OFF + [0.000, 0.010, -0.005, 0.004]), "R20": list(0.09 + _OFF)}
+
+
+def test_interaction_claim_holds_fails_inconclusive():
+    from scipy import stats
+    runs = _seed_runs(_IXDATA)
+    v = check_claims(_stat_suite([IX]), runs)[0]
+    d = [(a - b) - (c - e) for a, b, c, e in zip(*(_IXDATA[k] for k in ("P56", "P20", "R56", "R20")))]
+    assert v["verdict"] == "holds" and v["kind"] == "interaction" and v["seeds"] == [0, 1, 2, 3]
+    assert v["p_value"] == pytest.approx(stats.ttest_1samp(d, 0, alternative="greater").pvalue)
+    assert v["lhs_mean"] == pytest.approx(0.21125) and v["rhs_mean"] == pytest.approx(-0.00775)
+    assert v["effect"] == pytest.approx(np.mean(d))
+    from bench.report.render import _claim_row
+    assert _claim_row(v)[3] == f"(P56 − P20): {v['lhs_mean'] * 100:.2f} > (R56 − R20): {v['rhs_mean'] * 100:.2f} (n=4 seeds)"
+    assert _claim_row(v)[3].startswith("(P56 − P20): 21.1")
+
+    rev = check_claims(_stat_suite([{**IX, "op": "<"}]), runs)[0]
+    assert rev["verdict"] == "fails" and "opposite direction significant" in rev["detail"]
+    # '<=' with a margin larger than the effect: d < +margin holds.
+    assert check_claims(_stat_suite([{**IX, "op": "<=", "margin": 0.5}]), runs)[0]["verdict"] == "holds"
+
+    # Only seed 0 has all four cells: no test; the other seeds are named as left out.
+    one = _seed_runs({**_IXDATA, "R20": [0.09, None, None, None]})
+    r = check_claims(_stat_suite([IX]), one)[0]
+    assert r["verdict"] == "inconclusive" and "fewer than 2 seeds with all four cells" in r["detail"]
+    assert "seeds 1, 2, 3 left out" in r["detail"] and r["n_lhs"] == 1
+    # Noise larger than the interaction: inconclusive, not fails.
+    rng = np.random.default_rng(0)
+    noisy = {k: list(np.asarray(v) + rng.normal(0, 0.3, 4)) for k, v in _IXDATA.items()}
+    noisy["P56"] = list(np.asarray(noisy["P56"]) - 0.2)
+    assert check_claims(_stat_suite([IX]), _seed_runs(noisy))[0]["verdict"] == "inconclusive"
+
+
+def test_interaction_pairs_by_seed_not_by_position():
+    # Same values, seeds listed in another order per cell: the differences must still pair seed with seed.
+    runs = _seed_runs(_IXDATA).sample(frac=1, random_state=1).reset_index(drop=True)
+    v = check_claims(_stat_suite([IX]), runs)[0]
+    assert v["verdict"] == "holds" and v["effect"] == pytest.approx(0.219)
+
+
+def test_effect_ci_is_welch_satterthwaite():
+    from scipy import stats
+    from bench.report.claims import effect_ci
+    rng = np.random.default_rng(3)
+    x, y = 0.20 + rng.normal(0, 0.01, 5), 0.15 + rng.normal(0, 0.03, 8)   # true difference 0.05
+    eff, lo, hi, method = effect_ci(x, y)
+    assert method == "Welch–Satterthwaite" and lo < 0.05 < hi and eff == pytest.approx(x.mean() - y.mean())
+    ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high))
+    # By hand: unequal variances, Satterthwaite's degrees of freedom.
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(vx + vy)
+    assert (lo, hi) == pytest.approx((eff - half, eff + half))
+    d = np.array([0.1, 0.3, 0.2])
+    eff, lo, hi, method = effect_ci(d)
+    ci = stats.ttest_1samp(d, 0).confidence_interval(0.95)
+    assert (eff, lo, hi) == pytest.approx((0.2, ci.low, ci.high)) and method == "one-sample t"
+    assert math.isnan(effect_ci(x[:1], y)[1]) and math.isnan(effect_ci(np.ones(3), np.zeros(3))[1])
+
+
+def test_claim_record_carries_effect_and_ci():
+    runs = _seed_runs({"P56": [0.30, 0.32, 0.31], "P20": [0.20, 0.26, 0.21]})
+    cl = {"id": "o", "text": "t", "metric": "train_error", "lhs": "P56", "op": ">", "rhs": "P20"}
+    v = check_claims(_stat_suite([cl]), runs)[0]
+    from scipy import stats
+    ci = stats.ttest_ind([0.30, 0.32, 0.31], [0.20, 0.26, 0.21], equal_var=False).confidence_interval(0.95)
+    assert (v["effect"], v["ci_low"], v["ci_high"]) == pytest.approx((0.0867, ci.low, ci.high), abs=1e-4)
+    from bench.report.render import _effect_cell, claim_lines
+    assert _effect_cell(v) == f"+8.67 [+{ci.low * 100:.2f}, +{ci.high * 100:.2f}] pp"
+    assert claim_lines(v)[0].startswith("effect (P56 − P20, difference of means): +8.67 pp, 95% CI [")
+
+
+def test_power_seeds_match_statsmodels():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    from bench.report.claims import pooled_sd
+    x, y = [0.100, 0.130, 0.115], [0.120, 0.105, 0.140]
+    runs = _seed_runs({"P56": x, "P20": y})
+    cl = {"id": "o", "text": "t", "metric": "train_error", "lhs": "P56", "op": "<", "rhs": "P20",
+          "paper_effect": -0.0178, "paper_effect_note": "Table 6: 1.78 points"}
+    v = check_claims(_stat_suite([cl]), runs)[0]
+    assert v["verdict"] == "inconclusive"
+    sd = pooled_sd(np.array(x), np.array(y))
+    want = TTestIndPower().solve_power(effect_size=-0.0178 / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1.0,
+                                       alternative="smaller")
+    assert v["power_seeds"] == math.ceil(want) and v["power_seeds"] > 3
+    assert v["power_basis"] == "the paper's effect (Table 6: 1.78 points)"
+    from bench.report.render import claim_lines
+    line = next(s for s in claim_lines(v) if "80% power" in s)
+    assert line.startswith(f"seeds per cell for 80% power: {math.ceil(want)}, to detect -1.78 pp")
+
+    # No paper effect and no paper values: the observed effect, said so.
+    obs = check_claims(_stat_suite([{**cl, "paper_effect": None}]), runs)[0]
+    es = (np.mean(x) - np.mean(y)) / sd
+    want = TTestIndPower().solve_power(effect_size=es, nobs1=None, alpha=0.05, power=0.8, alternative="smaller")
+    assert obs["power_seeds"] == math.ceil(want) and "at the observed effect" in obs["power_basis"]
+    # A tiny paper effect: capped.
+    tiny = check_claims(_stat_suite([{**cl, "paper_effect": -1e-5}]), runs)[0]
+    assert tiny["power_seeds"] > 1000 and "80% power: >1000" in " ".join(claim_lines(tiny))
+    # Paper effect from the cells' paper values (percent in the suite, fraction here).
+    pv = check_claims(_stat_suite([{**cl, "paper_effect": None}], paper={"P56": 6.0, "P20": 8.0, "R56": 1,
+                                                                         "R20": 1}), runs)[0]
+    assert pv["paper_effect"] == pytest.approx(-0.02) and "paper values on cifar10" in pv["power_basis"]
+    other = check_claims(_stat_suite([{**cl, "paper_effect": None}], paper={"P56": 6.0, "P20": 8.0, "R56": 1,
+                                                                            "R20": 1}, paper_metric="test_error"), runs)
+    assert other[0]["paper_effect"] is None           # the paper's numbers are of another metric
+    # Interaction: TTestPower on the per-seed differences' sd.
+    ix = {**IX, "op": ">", "paper_effect": 0.01}
+    data = {"P56": [0.30, 0.31, 0.33], "P20": [0.10, 0.10, 0.10], "R56": [0.30, 0.29, 0.30], "R20": [0.10] * 3}
+    r = check_claims(_stat_suite([ix]), _seed_runs(data))[0]
+    d = np.array([0.0, 0.02, 0.03])
+    want = TTestPower().solve_power(effect_size=0.01 / d.std(ddof=1), nobs=None, alpha=0.05, power=0.8,
+                                    alternative="larger")
+    assert r["verdict"] == "inconclusive" and r["power_seeds"] == math.ceil(want)
+
+
+def test_power_needs_spread_and_the_claimed_direction():
+    from bench.report.claims import power_seeds
+    assert power_seeds(-0.02, 0.0, "<", 0, 0.05) == (None, power_seeds(-0.02, 0.0, "<", 0, 0.05)[1])
+    assert "no spread" in power_seeds(-0.02, 0.0, "<", 0, 0.05)[1]
+    assert "fewer than 2 runs" in power_seeds(-0.02, math.nan, "<", 0, 0.05)[1]
+    assert "not in the claimed direction" in power_seeds(+0.02, 0.01, "<", 0, 0.05)[1]
+    assert power_seeds(-0.02, 0.001, "<", 0, 0.05) == (2, "")           # a huge effect: the minimum, 2
+    runs = _seed_runs({"P56": [0.1], "P20": [0.2, 0.3]})
+    cl = {"id": "o", "text": "t", "metric": "train_error", "lhs": "P56", "op": "<", "rhs": "P20"}
+    v = check_claims(_stat_suite([cl]), runs)[0]
+    assert v["power_seeds"] is None and "fewer than 2 runs on a side" in v["power_note"]
+
+
+def test_explanations_profile_note_wins_and_unexplained_fails_are_flagged():
+    runs = _seed_runs({"P56": [0.30, 0.32, 0.31], "P20": [0.20, 0.26, 0.21]})
+    base = {"text": "t", "metric": "train_error", "lhs": "P56", "rhs": "P20"}
+    claims = [{**base, "id": "wrong", "op": "<", "if_fails": "plain-56 needs the full schedule"},
+              {**base, "id": "bare", "op": "<"},
+              {**base, "id": "ok", "op": ">", "if_fails": "never shown: it holds"}]
+    s = _stat_suite(claims, profiles={"reduced": {"claim_notes": {"wrong": "10 epochs cannot show it"}}})
+    from bench.report.render import claim_lines
+    got = {c["id"]: c for c in check_claims(s, runs, profile="reduced")}
+    assert got["wrong"]["explanation"] == "10 epochs cannot show it"
+    assert "why fails: 10 epochs cannot show it" in claim_lines(got["wrong"])
+    assert got["bare"]["unexplained"] and claim_lines(got["bare"])[-1] == "no explanation given in the suite"
+    assert got["ok"]["explanation"] == "" and not any("why" in x for x in claim_lines(got["ok"]))
+    other = {c["id"]: c for c in check_claims(s, runs, profile="paper")}
+    assert other["wrong"]["explanation"] == "plain-56 needs the full schedule"
+
+
+# ---- the paper's value within our spread -----------------------------------------------------------------------------
+
+def test_paper_value_placed_within_our_seeds(store):
+    from bench.report.tables import display_grid, fmt_vs_paper
+    suite = store[0]
+    df = _runs([("R20", 0, 0.080, "FINISHED"), ("R20", 1, 0.090, "FINISHED"), ("R20", 2, 0.100, "FINISHED"),
+                ("R32", 0, 0.070, "FINISHED"), ("R44", 0, 0.07, "FINISHED"), ("R44", 1, 0.07, "FINISHED")])
+    sel = select_runs(df, "p", "d", cells=[c.id for c in suite.cells])
+    st = cell_stats(suite, sel).set_index("cell")
+    r20 = st.loc["R20"]                                        # ours 8, 9, 10 %; paper 8.75 %
+    assert r20["z"] == pytest.approx((8.75 - 9.0) / 1.0) and r20["frac_above"] == pytest.approx(2 / 3)
+    assert fmt_vs_paper(r20) == "z=-0.2, 2/3 seeds above"
+    assert fmt_vs_paper(r20, comparable=False) == "not comparable (dataset)"
+    assert math.isnan(st.loc["R32", "z"]) and fmt_vs_paper(st.loc["R32"]) == "—"          # n = 1
+    assert fmt_vs_paper(st.loc["R44"]) == "sd 0, 0/2 seeds above"                          # paper 7.17 > 7.00
+    header, body = display_grid(suite, st.reset_index(), "ours", "paper")
+    assert header[1:5] == ["plain: ours", "plain: paper", "plain: Δ (pp)", "plain: paper vs our seeds"]
+    assert "z=-0.2, 2/3 seeds above" in body[0]
+    t = paper_table(suite, sel)
+    assert t.loc["20", "resnet z"] == pytest.approx(-0.25) and t.loc["20", "resnet frac_above"] == pytest.approx(2 / 3)
+
+
+def test_report_places_the_paper_only_on_its_dataset(report, store):
+    md = report.markdown
+    assert "not comparable (dataset)" in md and "seeds above" not in md       # fashion-mnist runs
+    assert report.table["resnet z"].isna().all() and report.table["resnet frac_above"].isna().all()
+    csv = pd.read_csv(report.out_dir / "table.csv", index_col=0)
+    assert {"resnet z", "resnet frac_above"} <= set(csv.columns)
+    suite, uri, tmp = store
+    r = build_report(suite, uri, out_dir=tmp / "paper_z", profile="paper")
+    assert "sd 0, 0/2 seeds above" in r.markdown                              # R20 7.00, 7.00 vs the paper's 8.75
+    assert "colspan=4" in (r.out_dir / "report.html").read_text()
+
+
+# ---- diverged runs ---------------------------------------------------------------------------------------------------
+
+def _div_runs():
+    df = _runs([("P20", 0, 0.20, "FINISHED"), ("P20", 1, 0.35, "FAILED"), ("P20", 2, 0.22, "FINISHED"),
+                ("R20", 0, 0.10, "FINISHED"), ("R20", 1, 0.11, "FINISHED"), ("R20", 2, 0.5, "FAILED")])
+    # P20 seed 1 diverged (its metrics.* are the last epoch before the NaN); R20 seed 2 failed for another reason.
+    df["tags.bench.diverged"] = [None, "1", None, None, None, None]
+    df["tags.bench.error"] = [None, "diverged at step 1234", None, None, None, "RuntimeError: CUDA"]
+    df["metrics.train_loss"] = [0.5, 0.4, 0.5, 0.2, 0.2, 0.2]
+    return df
+
+
+def test_diverged_run_counts_at_chance():
+    from bench.report.tables import diverged_notes, exclusions, fmt_cell, metric_values
+    df = _div_runs()
+    sel = select_runs(df, "p", "d", cells=["P20", "R20"])
+    assert list(sel["run_id"]) == ["r0", "r1", "r2", "r3", "r4"] and list(sel["diverged"]) == [0, 1, 0, 0, 0]
+    assert exclusions(df, sel, "p", "d", ["P20", "R20"]) == ["1 FAILED run(s) not counted"]
+    # No class count logged, dataset 'd' unknown: left out, and said so.
+    assert math.isnan(metric_values(sel, "test_error")["value"][1])
+    assert "number of classes is unknown" in diverged_notes(sel, ["test_error"])[0]
+    sel["tags.bench.dataset"] = "fashion-mnist"                       # 10 classes
+    v = metric_values(sel, "test_error")
+    assert v["value"].tolist() == pytest.approx([0.20, 0.90, 0.22, 0.10, 0.11]) and v["diverged"].sum() == 1
+    assert metric_values(sel, "test_accuracy")["value"][1] == pytest.approx(0.10)
+    assert math.isnan(metric_values(sel, "train_loss")["value"][1])   # losses: left out
+    assert math.isnan(metric_values(sel, "val_error")["value"][1])    # no validation split
+    sel.loc[1, "tags.bench.num_classes"] = "100"                     # the run's own count wins
+    assert metric_values(sel, "test_error")["value"][1] == pytest.approx(0.99)
+    assert metric_values(sel, "test_top5_error")["value"][1] == pytest.approx(0.95)
+    sel.loc[1, "tags.bench.num_classes"] = None
+
+    notes = diverged_notes(sel, ["test_error", "train_loss"])
+    assert notes == ["P20 seed 1 diverged at step 1234: test_error counted at chance, 90.00%; "
+                     "train_loss left out (a diverged run has no value of this metric)"]
+    suite = _stat_suite([{"id": "o", "text": "t", "metric": "test_error", "lhs": "R20", "op": "<", "rhs": "P20"},
+                         {"id": "l", "text": "t", "metric": "train_loss", "lhs": "R20", "op": "<", "rhs": "P20"}])
+    st = cell_stats(suite, sel, metric="test_error").set_index("cell").loc["P20"]
+    assert st["n"] == 3 and st["diverged"] == 1 and st["mean"] == pytest.approx(100 * (0.2 + 0.9 + 0.22) / 3)
+    assert fmt_cell(st, "test_error", "mean").endswith("(3, 1 diverged)")
+    c, loss = check_claims(suite, sel)
+    assert c["n_rhs"] == 3 and c["rhs_mean"] == pytest.approx((0.2 + 0.9 + 0.22) / 3) and c["n_diverged"] == 1
+    assert loss["n_rhs"] == 2 and loss["n_diverged_left_out"] == 1
+    from bench.report.render import claim_lines
+    assert "1 diverged run(s) counted at chance level; see Diverged runs" in claim_lines(c)
+    assert any("left out: no train_loss" in x for x in claim_lines(loss))
+
+
+def test_diverged_iters_to_is_censored_and_never_best_of_a_search():
+    from bench.report.tables import metric_values
+    df = _div_runs()
+    sel = select_runs(df, "p", "d", cells=["P20", "R20"])
+    curves = pd.DataFrame({"run_id": ["r0"] * 2 + ["r1"] * 2, "metric": "train_error", "step": [10, 20] * 2,
+                           "value": [0.5, 0.2, 0.6, 0.5]})
+    v = metric_values(sel, "iters_to:train_error<=0.3", curves)
+    assert (v["value"][1], v["censored"][1]) == (1235, True)          # diverged at 1234 without reaching 0.3
+    curves.loc[3, "value"] = 0.25                                      # reached it at step 20, then diverged
+    v = metric_values(sel, "iters_to:train_error<=0.3", curves)
+    assert (v["value"][1], v["censored"][1]) == (20, False)
+    # In a search the diverged sample (lowest logged loss) is not the best one.
+    s = _div_runs().iloc[[0, 1]].assign(**{"tags.bench.seed": "0", "tags.bench.config_hash": ["h0", "h1"]})
+    assert select_runs(s, "p", "d", cells=["P20"], best_of=("train_loss", "min"))["run_id"].tolist() == ["r0"]
+
+
+def test_report_flags_diverged_runs(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(SUITE_YAML)
+    suite = load_suite(tmp_path / "tiny.yaml")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, suite.name)
+    trials = expand(suite, "reduced", cells=["R20", "P20"])
+    pid = track.start_parent(uri, exp, suite=suite.name, profile="reduced", dataset="fashion-mnist", argv=[],
+                             n_trials=len(trials), n_skipped=0)
+    for t in trials:
+        div = (t.cell, t.seed) == ("P20", 1)
+        tags = {"diverged": 1, "error": "diverged at step 321", "diverged_step": 321, "num_classes": 10}
+        _log_trial(uri, exp, pid, t, 0.1 if t.cell == "R20" else 0.2, status="FAILED" if div else "FINISHED",
+                   tags=tags if div else None)
+    r = build_report(suite, uri, out_dir=tmp_path / "out")
+    md = r.markdown
+    assert "## Diverged runs" in md and "P20 seed 1 diverged at step 321: test_error counted at chance, 90.00%" in md
+    assert "(3, 1 diverged)" in md and "(1 diverged, counted as results)" in md
+    assert r.table.loc["20", "plain mean"] == pytest.approx((20 + 90 + 20) / 3)
+    runs = pq.read_table(r.out_dir / "runs.parquet").to_pandas()
+    assert runs["report.diverged"].sum() == 1 and "Diverged runs" in (r.out_dir / "report.html").read_text()
+
+
+def test_power_falls_back_when_the_root_finder_gives_up(monkeypatch):
+    from statsmodels.stats.power import TTestIndPower
+    from bench.report.claims import power_seeds
+    want = power_seeds(-0.02, 0.03, "<", 0, 0.05)[0]
+    assert want == math.ceil(TTestIndPower().solve_power(effect_size=-0.02 / 0.03, alpha=0.05, power=0.8,
+                                                         alternative="smaller"))
+    monkeypatch.setattr(TTestIndPower, "solve_power", lambda self, **kw: np.array([math.nan]))
+    assert power_seeds(-0.02, 0.03, "<", 0, 0.05) == (want, "")

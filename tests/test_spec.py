@@ -64,6 +64,7 @@ def _broken(mutate):
     (lambda d: d["cells"].append({"id": "a", "model": "x", "row": "r"}), "duplicate cell ids"),
     (lambda d: d["claims"][0].update(rhs="zzz"), "unknown cell 'zzz'"),
     (lambda d: d["claims"][0].update(metric="accuracy_at_dawn"), "claims.0.metric"),
+    (lambda d: d["claims"][0].update(metric="best_test_error"), "claims.0.metric"),   # test-set selection
     (lambda d: d["protocol"]["schedule"].update(milestones=[75, 50]), "milestones"),
     (lambda d: d["profiles"]["smoke"]["protocol"].update(batch_size=0), "profile smoke"),
     (lambda d: d["cells"][1].update(method="fitnet"), "needs a teacher"),
@@ -75,6 +76,49 @@ def test_malformed_suites_name_the_field(tmp_path, mutate, field):
         load_suite(write(tmp_path, _broken(mutate)))
     msg = str(e.value)
     assert field in msg and "mini.yaml" in msg and "\n" not in msg
+
+
+def _four_cells(d):
+    d["cells"] += [{"id": "c", "model": "resnet32", "row": "s"}, {"id": "d", "model": "plain32", "row": "s"}]
+
+
+def _interaction(**kw):
+    def mutate(d):
+        _four_cells(d)
+        d["claims"].append({"id": "ix", "text": "t", "metric": "train_error", "kind": "interaction",
+                            "lhs": ["a", "b"], "op": ">", "rhs": ["c", "d"], **kw})
+    return mutate
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (_interaction(lhs=["a", "b", "c"]), "exactly 2 distinct cells in lhs"),
+    (_interaction(rhs=["c"]), "exactly 2 distinct cells in rhs"),
+    (_interaction(rhs=["c", "c"]), "exactly 2 distinct cells in rhs"),
+    (_interaction(op="~="), "not '~='"),
+    (_interaction(rhs=["c", "zzz"]), "unknown cell 'zzz'"),
+    (_interaction(kind="ratio"), "claims.1.kind"),
+    (lambda d: d["claims"].append(dict(d["claims"][0])), "duplicate claim ids: c1"),
+    (lambda d: d["claims"][0].update(lhs=[]), "at least one cell"),
+    (lambda d: d["profiles"]["smoke"].update(claim_notes={"c2": "x"}), "claim_notes names unknown claim 'c2'"),
+    (lambda d: d["claims"][0].update(paper_effect="big"), "claims.0.paper_effect"),
+])
+def test_malformed_claims_name_the_problem(tmp_path, mutate, field):
+    with pytest.raises(SpecError) as e:
+        load_suite(write(tmp_path, _broken(mutate)))
+    assert field in str(e.value) and "\n" not in str(e.value)
+
+
+def test_interaction_claim_and_claim_notes_load(tmp_path):
+    def mutate(d):
+        _interaction(op=">=", margin=0.01, paper_effect=0.2, paper_effect_note="Table 6",
+                     if_fails="needs the paper schedule")(d)
+        d["profiles"]["smoke"]["claim_notes"] = {"ix": "one epoch cannot show degradation"}
+    s = load_suite(write(tmp_path, _broken(mutate)))
+    ix = s.claims[1]
+    assert (ix.kind, ix.lhs, ix.op, ix.rhs, ix.paper_effect) == ("interaction", ["a", "b"], ">=", ["c", "d"], 0.2)
+    assert ix.if_fails == "needs the paper schedule" and ix.paper_effect_note == "Table 6"
+    assert s.claims[0].kind == "order" and s.claims[0].paper_effect is None and s.claims[0].if_fails == ""
+    assert s.profiles["smoke"].claim_notes == {"ix": "one epoch cannot show degradation"}
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

@@ -156,6 +156,20 @@ def test_cheap_profiles_exercise_a_claim(name):
 
 
 @pytest.mark.parametrize("name", SUITES)
+def test_claims_reference_cells_and_notes_reference_claims(name):
+    s = suite(name)
+    cells = {c.id for c in s.cells}
+    ids = [cl.id for cl in s.claims]
+    assert len(ids) == len(set(ids)), f"{name}: duplicate claim ids"
+    for cl in s.claims:
+        assert set(cl.lhs) | set(cl.rhs) <= cells, f"{name}/{cl.id}: unknown cells"
+        if cl.kind == "interaction":
+            assert len(set(cl.lhs)) == 2 and len(set(cl.rhs)) == 2 and cl.op != "~=", f"{name}/{cl.id}"
+    for pname, p in s.profiles.items():
+        assert set(p.claim_notes) <= set(ids), f"{name}/{pname}: claim_notes for unknown claims"
+
+
+@pytest.mark.parametrize("name", SUITES)
 def test_models_are_registered_and_take_the_kwargs(name):
     s = suite(name)
     registered = set(list_models())
@@ -186,7 +200,10 @@ def test_claims_hold_on_the_papers_own_numbers(name):
         rhs = [_paper_value(s, c, cl.metric) for c in cl.rhs]
         if None in lhs or None in rhs:
             continue
-        a, b = sum(lhs) / len(lhs), sum(rhs) / len(rhs)
+        if cl.kind == "interaction":   # (a - b) op (c - d)
+            a, b = lhs[0] - lhs[1], rhs[0] - rhs[1]
+        else:
+            a, b = sum(lhs) / len(lhs), sum(rhs) / len(rhs)
         m = cl.margin * 100  # margins are fractions, paper values percent
         ok = {"<": a < b, ">": a > b, "<=": a <= b + m, ">=": a >= b - m, "~=": abs(a - b) <= m}[cl.op]
         assert ok, f"{name}/{cl.id}: paper has {a} {cl.op} {b} (margin {m}) false"

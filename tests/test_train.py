@@ -37,7 +37,8 @@ def test_epoch_records_and_sinks(synth):
     assert [r["lr"] for _, r in got] == pytest.approx([0.1, 0.01])   # lr after each epoch: /10 at 50%
     for _, r in got:
         assert {"train_loss", "train_error", "test_error", "test_loss", "images_per_sec", "epoch"} <= set(r)
-    assert res.final["best_test_error"] <= res.final["test_error"]
+    # No test-set selection; without a validation split nothing is chosen on validation either.
+    assert not {"best_test_error", "best_val_epoch", "best_val_epoch_test_error"} & set(res.final)
     assert history_csv(res.history).splitlines()[0].startswith("step,epoch,")
 
 
@@ -82,3 +83,21 @@ def test_bad_subset_is_a_clear_error(synth):
     with pytest.raises(BenchError, match="train_subset 1000"):
         run_trial(half, synth)
     assert torch.get_num_threads() == 1
+
+
+def test_best_val_epoch_is_chosen_on_validation_not_test():
+    from bench.train.fit import _best_val_epoch
+    hist = [{"epoch": 1, "val_error": 0.30, "test_error": 0.31}, {"epoch": 2, "val_error": 0.20, "test_error": 0.25},
+            {"epoch": 3, "val_error": 0.20, "test_error": 0.22}, {"epoch": 4, "val_error": 0.25, "test_error": 0.10}]
+    # Epoch 4 has the lowest test error; validation picks epoch 2 (the first of the tie).
+    assert _best_val_epoch(hist) == {"best_val_epoch": 2.0, "best_val_epoch_test_error": 0.25}
+    assert _best_val_epoch([{"epoch": 1, "test_error": 0.3}]) == {}
+    assert _best_val_epoch([{"epoch": 1, "val_error": 0.3}]) == {"best_val_epoch": 1.0}
+
+
+def test_val_split_trial_logs_the_validation_choice(synth):
+    res = run_trial(trial(val_split=32), synth)
+    f = res.final
+    assert "best_test_error" not in f and f["best_val_epoch"] in (1.0, 2.0)
+    at = next(h for h in res.history if h["epoch"] == f["best_val_epoch"])
+    assert f["best_val_epoch_test_error"] == at["test_error"]

@@ -18,8 +18,8 @@ from bench import BenchError
 from bench.report.claims import check_claims
 from bench.report.plots import figure_metrics, plot_curves
 from bench.report.render import ReportData, render_html, render_markdown
-from bench.report.tables import (TAG, cell_stats, curve_metrics, exclusions, metric_values, paper_table,
-                                 same_dataset, select_runs, summarize_runs)
+from bench.report.tables import (TAG, cell_stats, curve_metrics, diverged_notes, exclusions, metric_values,
+                                 paper_table, same_dataset, select_runs, summarize_runs)
 from bench.spec import Suite, get_profile
 
 # Relative: the default output is ./reports/<suite> in the working directory, never inside the installed package.
@@ -129,14 +129,16 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
 
     stats = cell_stats(suite, used, curves)
     if not same_dataset(dataset, suite.paper.dataset):
-        stats["delta"] = float("nan")  # ours on another dataset minus the paper's is not a quantity
+        # Ours on another dataset against the paper's number is not a quantity.
+        stats[["delta", "z", "frac_above"]] = float("nan")
     table = paper_table(suite, used, curves, stats=stats)
-    claims = check_claims(suite, used, curves)
+    claims = check_claims(suite, used, curves, profile=profile)
     warn = dataset_warning(suite, dataset)
     data = ReportData(
         suite=suite, profile=profile, dataset=dataset, uri=uri, stats=stats, claims=claims,
         summary=summarize_runs(used), warnings=[warn] if warn else [],
         notes=exclusions(runs, used, profile, dataset, cells, hashes),
+        diverged=diverged_notes(used, [suite.layout.metric, *(cl.metric for cl in suite.claims)], curves),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
     markdown = render_markdown(data)
@@ -145,6 +147,7 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
     vals = metric_values(used, suite.layout.metric, curves)
     parquet[f"report.{suite.layout.metric}"] = vals["value"]
     parquet["report.censored"] = vals["censored"]
+    parquet["report.diverged"] = vals["diverged"]
 
     def write(tmp: Path) -> None:
         parquet.to_parquet(tmp / "runs.parquet", engine="pyarrow", index=False)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.report.claims import METHOD
-from bench.report.tables import display_grid, same_dataset, fmt_num, fmt_seconds, layout_axes, unit_label
+from bench.report.claims import MAX_SEEDS, METHOD
+from bench.report.tables import (STAT_FIELDS, display_grid, fmt_delta, fmt_num, fmt_seconds, layout_axes, same_dataset,
+                                 unit_label)
 from bench.spec import Suite
 
 FILES = {
@@ -33,6 +34,7 @@ class ReportData:
     summary: dict                        # summarize_runs
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # selection notes: runs left out and why
+    diverged: list[str] = field(default_factory=list)   # diverged_notes: how each diverged run counts
     generated: str = ""
 
     @property
@@ -82,7 +84,8 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
             f"{fmt_seconds(s['wall_total_s'])} summed")
     return [
         ("paper", _paper_line(d.suite)),
-        ("runs", f"{s['n_runs']} finished trial runs on {d.dataset}, profile {d.profile}{prof_desc}"),
+        ("runs", f"{s['n_runs']} trial runs on {d.dataset}, profile {d.profile}{prof_desc}"
+                 + (f" ({s['n_diverged']} diverged, counted as results)" if s.get("n_diverged") else "")),
         ("seeds", ", ".join(map(str, s["seeds"])) or "—"),
         ("device(s)", "; ".join(s["devices"]) or "unknown"),
         ("host(s)", (", ".join(s["hosts"]) or "unknown")
@@ -99,6 +102,8 @@ def _table_caption(d: ReportData) -> str:
     lay = d.suite.layout
     return (f"{_metric_words(lay.metric)}. {d.ours_label}: {_stat_words(lay.stat)}. {d.paper_label}: the paper's "
             f"value. Δ = ours − paper" + (" in percent points." if unit_label(lay.metric) == "%" else ".")
+            + " Paper vs our seeds: z = (paper − our mean) / our sd, and how many of our seeds lie above the "
+              "paper's value (n ≥ 2)."
             + ("" if d.comparable else f" Δ is not computed: our runs are on {d.dataset}, the paper's on "
                                        f"{d.suite.paper.dataset}."))
 
@@ -116,15 +121,97 @@ def _paper_footnotes(d: ReportData) -> list[str]:
     return out
 
 
+def _k(metric: str) -> float:
+    return 100.0 if unit_label(metric) == "%" else 1.0
+
+
+def _diff_unit(metric: str) -> str:
+    u = unit_label(metric)
+    return " pp" if u == "%" else (f" {u}" if u else "")
+
+
+def _signed(x: float, metric: str) -> str:
+    return fmt_delta(x * _k(metric), metric)
+
+
 def _claim_row(c: dict) -> list[str]:
-    k = 100.0 if unit_label(c["metric"]) == "%" else 1.0
+    k, m = _k(c["metric"]), c["metric"]
     p = "—" if c["p_value"] is None or math.isnan(c["p_value"]) else f"{c['p_value']:.3g}"
-    lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, c['metric'])} (n={c['n_lhs']})"
-    rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, c['metric'])} (n={c['n_rhs']})"
-    return [c["id"], c["text"], _metric_words(c["metric"]), f"{lhs} {c['op']} {rhs}", p, c["verdict"].upper()]
+    if c.get("kind") == "interaction":
+        (a, b), (cc, d) = c["lhs"], c["rhs"]
+        ours = (f"({a} − {b}): {fmt_num(c['lhs_mean'] * k, m)} {c['op']} ({cc} − {d}): "
+                f"{fmt_num(c['rhs_mean'] * k, m)} (n={c['n_lhs']} seeds)")
+    else:
+        lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, m)} (n={c['n_lhs']})"
+        rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, m)} (n={c['n_rhs']})"
+        ours = f"{lhs} {c['op']} {rhs}"
+    return [c["id"], c["text"], _metric_words(m), ours, _effect_cell(c), p, c["verdict"].upper()]
 
 
-CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "p", "verdict"]
+def _effect_cell(c: dict) -> str:
+    m = c["metric"]
+    if "effect" not in c or c["effect"] is None or math.isnan(c["effect"]):
+        return "—"
+    if math.isnan(c["ci_low"]):
+        return f"{_signed(c['effect'], m)}{_diff_unit(m)} (no CI)"
+    return f"{_signed(c['effect'], m)} [{_signed(c['ci_low'], m)}, {_signed(c['ci_high'], m)}]{_diff_unit(m)}"
+
+
+def _effect_label(c: dict) -> str:
+    if c.get("kind") == "interaction":
+        (a, b), (cc, d) = c["lhs"], c["rhs"]
+        return f"({a} − {b}) − ({cc} − {d}), mean over seeds"
+    return f"{'+'.join(c['lhs'])} − {'+'.join(c['rhs'])}, difference of means"
+
+
+def _fmt_seeds(n: int) -> str:
+    return f">{MAX_SEEDS}" if n > MAX_SEEDS else str(n)
+
+
+def claim_lines(c: dict) -> list[str]:
+    """The lines under a claim's detail: effect and interval, power when inconclusive, the suite's explanation."""
+    m, u = c["metric"], _diff_unit(c["metric"])
+    out = []
+    if "effect" in c:
+        eff = f"effect ({_effect_label(c)}): {_signed(c['effect'], m)}{u}"
+        if math.isnan(c["effect"]):
+            eff = f"effect ({_effect_label(c)}): — (no runs on a side)"
+        elif math.isnan(c["ci_low"]):
+            eff += f"; {c['ci_method']}"
+        else:
+            eff += (f", {c['ci_level']:.0%} CI [{_signed(c['ci_low'], m)}, {_signed(c['ci_high'], m)}]{u} "
+                    f"({c['ci_method']})")
+        if c.get("paper_effect") is not None:
+            eff += f"; paper: {_signed(c['paper_effect'], m)}{u} ({c['paper_effect_source']})"
+        out.append(eff)
+    if c.get("verdict") == "inconclusive" and "power_seeds" in c:
+        who = "seeds (each run in all four cells)" if c.get("kind") == "interaction" else "seeds per cell"
+        if c["power_seeds"] is None:
+            out.append(f"{who} for 80% power: no estimate: {c['power_note']}")
+        else:
+            sd = "sd of the per-seed differences" if c.get("kind") == "interaction" else "pooled sd"
+            out.append(f"{who} for 80% power: {_fmt_seeds(c['power_seeds'])}, to detect "
+                       f"{_signed(c['power_effect'], m)}{u}, {c['power_basis']}, at our observed {sd} "
+                       f"{fmt_num(c['sd'] * _k(m), m)}{u} (alpha {c['alpha']:g}, one-sided)")
+    if c.get("n_diverged"):
+        how = ("counted as never reaching the threshold (censored)" if m.startswith("iters_to:")
+               else "counted at chance level")
+        out.append(f"{c['n_diverged']} diverged run(s) {how}; see Diverged runs")
+    if c.get("n_diverged_left_out"):
+        out.append(f"{c['n_diverged_left_out']} diverged run(s) left out: no {m} for a diverged run; "
+                   f"see Diverged runs")
+    if c.get("explanation"):
+        out.append(f"why {c['verdict']}: {c['explanation']}")
+    elif c.get("unexplained"):
+        out.append("no explanation given in the suite")
+    return out
+
+
+DIVERGED_RULE = ("A run whose loss became NaN or inf is a result, not a fault: it counts at chance-level error "
+                 "(1 − 1/classes) in the table and the claims, as never reaching an iters_to threshold (censored), "
+                 "and is left out of losses.")
+
+CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "effect [95% CI]", "p", "verdict"]
 
 
 # ---- markdown -------------------------------------------------------------------------------------------------------
@@ -163,17 +250,22 @@ def render_markdown(d: ReportData) -> str:
     if d.claims:
         L += [f"Judged on our {d.dataset} runs (profile {d.profile}).", ""]
         L += _md_table(CLAIM_HEADER, [_claim_row(c) for c in d.claims]) + [""]
-        L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}" for c in d.claims] + [""]
+        for c in d.claims:
+            L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}"] + [f"  - {x}" for x in claim_lines(c)]
+        L += [""]
         L += [f"Method: {METHOD}", ""]
     else:
         L += ["The suite states no claims.", ""]
 
     L += ["## Curves", "", "![training curves](curves.png)", ""]
+    if d.diverged:
+        L += ["## Diverged runs", "", DIVERGED_RULE, ""] + [f"- {n}" for n in d.diverged] + [""]
     if d.notes:
         L += ["## Runs left out", ""] + [f"- {n}" for n in d.notes] + [""]
     unit = unit_label(s.layout.metric)
     L += ["## Files", ""] + [f"- `{f}`: {w}" for f, w in FILES.items()]
-    L += [f"- table.csv units: {unit or 'raw values'}; fields per column: n, mean, sd, median, min, max, paper, delta",
+    L += [f"- table.csv units: {unit or 'raw values'}; fields per column: {', '.join(STAT_FIELDS)} (z and "
+          f"frac_above: the paper's value within our seeds)",
           "", f"Generated by `bench report` {d.generated}.", ""]
     return "\n".join(L)
 
@@ -200,19 +292,23 @@ def _html_grid(d: ReportData) -> str:
     s = d.suite
     _, cols = layout_axes(s)
     header, body = display_grid(s, d.stats, d.ours_label, d.paper_label, d.comparable)
-    sub = header[1:4]
+    sub = header[1:5]
     top = [f"<th rowspan=2>{_h(header[0])}</th>"]
     for c in cols:
-        top.append(f"<th colspan=3>{_h(c or s.layout.metric)}</th>")
+        top.append(f"<th colspan=4>{_h(c or s.layout.metric)}</th>")
     sub_cells = "".join(f"<th>{_h(x.split(': ', 1)[-1])}</th>" for x in sub) * len(cols)
     rows = []
     for r in body:
         tds = [f"<td>{_h(r[0])}</td>"] + [
-            "<td class=missing>—</td>" if v == "—" and i % 3 == 0 else f"<td>{_h(v)}</td>"
+            "<td class=missing>—</td>" if v == "—" and i % 4 == 0 else f"<td>{_h(v)}</td>"
             for i, v in enumerate(r[1:])]
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return (f"<table><thead><tr>{''.join(top)}</tr><tr>{sub_cells}</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+def _html_sub(lines: list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{_h(x)}</li>" for x in lines) + "</ul>" if lines else ""
 
 
 def render_html(d: ReportData, png: bytes | None) -> str:
@@ -241,7 +337,8 @@ def render_html(d: ReportData, png: bytes | None) -> str:
             B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-1])
                      + f"<td class={c['verdict']}>{_h(cells[-1])}</td></tr>")
         B.append("</tbody></table><ul class=small>"
-                 + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}</li>" for c in d.claims) + "</ul>")
+                 + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}{_html_sub(claim_lines(c))}</li>"
+                           for c in d.claims) + "</ul>")
         B.append(f"<p class=small>Method: {_h(METHOD)}</p>")
     else:
         B.append("<p>The suite states no claims.</p>")
@@ -249,6 +346,9 @@ def render_html(d: ReportData, png: bytes | None) -> str:
     B.append("<h2>Curves</h2>")
     if png:
         B.append(f"<img alt='training curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    if d.diverged:
+        B.append(f"<h2>Diverged runs</h2><p>{_h(DIVERGED_RULE)}</p><ul>"
+                 + "".join(f"<li>{_h(n)}</li>" for n in d.diverged) + "</ul>")
     if d.notes:
         B.append("<h2>Runs left out</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in d.notes) + "</ul>")
     B.append(f"<p class=small>Generated by bench report {_h(d.generated)}.</p></body></html>")

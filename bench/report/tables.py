@@ -16,7 +16,8 @@ from bench.spec import Cell, Suite
 
 TAG = "tags.bench."
 ITERS_TO = re.compile(r"^iters_to:(\w+)<=([0-9.]+)$")
-STAT_FIELDS = ("n", "mean", "sd", "median", "min", "max", "paper", "delta")
+# z: (paper - our mean) / our sd; frac_above: the fraction of our seeds above the paper's value (both need n >= 2).
+STAT_FIELDS = ("n", "mean", "sd", "median", "min", "max", "paper", "delta", "z", "frac_above")
 
 
 # ---- metrics and units ------------------------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def iters_to(curves: pd.DataFrame, metric: str, threshold: float) -> pd.DataFram
 
 
 def metric_values(runs: pd.DataFrame, metric: str, curves: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per run (same index as `runs`): value (fraction units for errors), censored (iters_to only)."""
+    """One row per run (same index as `runs`): value (fraction units for errors), censored (iters_to only),
+    diverged (the run's loss became NaN/inf: its value follows `diverged_value`)."""
     out = pd.DataFrame(index=runs.index)
     out["censored"] = False
     m = ITERS_TO.match(metric)
@@ -77,6 +79,127 @@ def metric_values(runs: pd.DataFrame, metric: str, curves: pd.DataFrame | None =
         out["value"] = 1.0 - pd.to_numeric(runs[f"metrics.{metric[:-9]}_error"], errors="coerce")
     else:
         out["value"] = np.nan
+    div = is_diverged(runs)
+    out["diverged"] = div.to_numpy()
+    if div.any():
+        # A diverged run's metrics.* hold its last epoch before the NaN, not a result: replace them.
+        for i in np.flatnonzero(div.to_numpy()):
+            row = runs.iloc[i]
+            v, cens = diverged_value(row, metric, out["value"].iat[i], bool(out["censored"].iat[i]))
+            out.iat[i, out.columns.get_loc("value")] = v
+            out.iat[i, out.columns.get_loc("censored")] = cens
+    return out
+
+
+# ---- diverged runs ------------------------------------------------------------------------------------------------
+# A trial whose loss became NaN/inf ends FAILED with tag bench.diverged=1: a result (deep plain nets diverge), so it
+# counts. Errors count at chance (a NaN network predicts nothing), iters_to as never reaching the threshold
+# (censored, as finished runs that never get there), anything else (losses, epochs) is left out and said so.
+
+KNOWN_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+_VAL_METRICS = ("val_", "best_val_epoch")
+
+
+def is_diverged(runs: pd.DataFrame) -> pd.Series:
+    if "diverged" in runs:
+        return runs["diverged"].fillna(False).astype(bool)
+    return _col(runs, f"{TAG}diverged").astype(str).isin(["1", "1.0", "True", "true"])
+
+
+def diverged_step(row: pd.Series) -> int | None:
+    for v in (row.get(f"{TAG}diverged_step"), row.get(f"{TAG}error")):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        m = re.search(r"(\d+)\s*$", str(v))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def num_classes(row: pd.Series) -> int | None:
+    """From the run (tag bench.num_classes, logged by the worker), else from its dataset's name."""
+    for key in (f"{TAG}num_classes", "params.num_classes"):
+        v = pd.to_numeric(pd.Series([row.get(key)]), errors="coerce").iloc[0]
+        if pd.notna(v) and v > 0:
+            return int(v)
+    for key in (f"{TAG}dataset", "params.dataset"):
+        name = row.get(key)
+        if isinstance(name, str) and name in KNOWN_CLASSES:
+            return KNOWN_CLASSES[name]
+    return None
+
+
+def _has_val(row: pd.Series) -> bool:
+    v = pd.to_numeric(pd.Series([row.get("params.protocol.val_split")]), errors="coerce").iloc[0]
+    return bool(pd.notna(v) and v > 0) or pd.notna(row.get("metrics.val_error"))
+
+
+def chance_error(metric: str, k: int) -> float:
+    if metric.endswith("top5_error"):
+        return 1.0 - min(5, k) / k
+    return 1.0 - 1.0 / k
+
+
+def diverged_value(row: pd.Series, metric: str, value: float, censored: bool) -> tuple[float, bool]:
+    """(value, censored) a diverged run counts with for `metric`; NaN value: left out (see diverged_rule)."""
+    m = ITERS_TO.match(metric)
+    if m:
+        if not censored and pd.notna(value):
+            return value, False                      # reached the threshold before diverging: a real value
+        step = diverged_step(row)
+        # Never reaches it: a lower bound, the furthest step the run is known to have got to.
+        bound = max(x for x in (value, (step + 1) if step is not None else math.nan, -1.0) if pd.notna(x))
+        return (float(bound), True) if bound > 0 else (math.nan, False)
+    rule, k = diverged_rule(row, metric)
+    if rule != "chance":
+        return math.nan, False
+    if metric.endswith("_accuracy"):
+        return 1.0 / k, False
+    return chance_error(metric, k), False
+
+
+def diverged_rule(row: pd.Series, metric: str) -> tuple[str, int | None]:
+    """('chance', classes) | ('censored', None) | ('left out: why', None) for a diverged run and a metric."""
+    if ITERS_TO.match(metric):
+        return "censored", None
+    if not (metric.endswith("_error") or metric.endswith("_accuracy")):
+        return "left out: a diverged run has no value of this metric", None
+    k = num_classes(row)
+    if k is None:
+        return "left out: its number of classes is unknown, so chance level is too", None
+    if metric.startswith(_VAL_METRICS) and not _has_val(row):
+        return "left out: no validation split", None
+    if metric.endswith("top5_error") and k <= 5:
+        return "left out: top-5 error needs more than 5 classes", None
+    return "chance", k
+
+
+def diverged_notes(runs: pd.DataFrame, metrics: list[str], curves: pd.DataFrame | None = None) -> list[str]:
+    """One line per diverged run: where it diverged and how each metric of the report counts it."""
+    div = is_diverged(runs)
+    if not div.any():
+        return []
+    vals = {m: metric_values(runs, m, curves) for m in dict.fromkeys(metrics)}
+    cells, seeds = cell_of(runs), seed_of(runs)
+    out = []
+    for i in np.flatnonzero(div.to_numpy()):
+        row = runs.iloc[i]
+        step = diverged_step(row)
+        what = []
+        for m, v in vals.items():
+            val, cens = v["value"].iat[i], bool(v["censored"].iat[i])
+            rule, _ = diverged_rule(row, m)
+            if rule == "chance":
+                what.append(f"{m} counted at chance, {fmt_num(val * scale(m), m)}{unit_label(m)}")
+            elif rule == "censored" and pd.notna(val):
+                what.append(f"{m} " + (f"counted as never reached (censored at {fmt_num(val, m)})" if cens
+                                       else f"reached at {fmt_num(val, m)} before diverging"))
+            else:
+                why = rule.removeprefix("left out: ") if rule != "censored" else "no curve logged"
+                what.append(f"{m} left out ({why})")
+        seed = seeds.iat[i]
+        at = f" at step {step}" if step is not None else ""
+        out.append(f"{cells.iat[i]} seed {seed if pd.notna(seed) else '?'} diverged{at}: " + "; ".join(what))
     return out
 
 
@@ -113,8 +236,19 @@ def matching(runs: pd.DataFrame, profile: str, dataset: str, config_hashes: set[
     return runs[ok & (kind.isna() | (kind == "trial"))]
 
 
+def counted(runs: pd.DataFrame) -> pd.Series:
+    """Runs that are results: FINISHED, or FAILED because the loss diverged."""
+    status = _col(runs, "status")
+    return (status == "FINISHED") | ((status == "FAILED") & is_diverged(runs))
+
+
 def cell_of(runs: pd.DataFrame) -> pd.Series:
     return runs["cell"] if "cell" in runs else _col(runs, f"{TAG}cell")
+
+
+def seed_of(runs: pd.DataFrame) -> pd.Series:
+    s = runs["seed"] if "seed" in runs else _col(runs, f"{TAG}seed")
+    return pd.to_numeric(s, errors="coerce").astype("Int64")
 
 
 def _newest_first(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,16 +258,17 @@ def _newest_first(df: pd.DataFrame) -> pd.DataFrame:
 
 def select_runs(runs: pd.DataFrame, profile: str, dataset: str, cells: list[str] | None = None,
                 config_hashes: set[str] | None = None, best_of: tuple[str, str] | None = None) -> pd.DataFrame:
-    """The runs a report uses: FINISHED, of this profile and dataset, the newest per (cell, seed).
+    """The runs a report uses: FINISHED (or diverged), of this profile and dataset, the newest per (cell, seed).
 
     With `best_of=(metric, 'min'|'max')` (a suite with a random search: one config per sample), the newest run of
     each config competes and the best one per (cell, seed) is kept, as the paper keeps the best of its search.
-    Adds `cell` and `seed` (int) columns; sorted by cell (in `cells` order when given), then seed.
+    Adds `cell`, `seed` (int) and `diverged` (bool) columns; sorted by cell (in `cells` order when given), then seed.
     """
     df = matching(runs, profile, dataset, config_hashes)
     if df.empty or "status" not in df:
         return _empty_selection(runs)
-    df = df[df["status"] == "FINISHED"].copy()
+    df = df[counted(df)].copy()
+    df["diverged"] = is_diverged(df).to_numpy()
     df["cell"] = _col(df, f"{TAG}cell")
     df["seed"] = pd.to_numeric(_col(df, f"{TAG}seed"), errors="coerce").astype("Int64")
     if cells is not None:
@@ -142,7 +277,8 @@ def select_runs(runs: pd.DataFrame, profile: str, dataset: str, cells: list[str]
     if best_of:
         metric, mode = best_of
         df = df.drop_duplicates(["cell", "seed", f"{TAG}config_hash"] if f"{TAG}config_hash" in df else None)
-        v = metric_values(df, metric)["value"]
+        # A diverged sample is never the best of a search.
+        v = metric_values(df, metric)["value"].where(~df["diverged"])
         # Stable sort: among equal values the newest run stays first.
         df = df.loc[v.sort_values(ascending=mode == "min", na_position="last", kind="stable").index]
     df = df.drop_duplicates(["cell", "seed"], keep="first")
@@ -152,7 +288,7 @@ def select_runs(runs: pd.DataFrame, profile: str, dataset: str, cells: list[str]
 
 
 def _empty_selection(runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(columns=[*runs.columns, "cell", "seed"])
+    return pd.DataFrame(columns=[*runs.columns, "cell", "seed", "diverged"])
 
 
 def exclusions(runs: pd.DataFrame, selected: pd.DataFrame, profile: str, dataset: str, cells: list[str],
@@ -163,16 +299,17 @@ def exclusions(runs: pd.DataFrame, selected: pd.DataFrame, profile: str, dataset
         return []
     notes = []
     status = _col(df, "status")
-    for st, n in status[status != "FINISHED"].value_counts().items():
+    ok = counted(df)
+    for st, n in status[~ok].value_counts().items():
         notes.append(f"{n} {st} run(s) not counted")
-    fin = df[status == "FINISHED"]
+    fin = df[ok]
     stray = fin[~_col(fin, f"{TAG}cell").isin(cells)]
     if len(stray):
         names = ", ".join(sorted(set(_col(stray, f"{TAG}cell").dropna().astype(str))))
         notes.append(f"{len(stray)} finished run(s) of cells no longer in the suite ignored: {names}")
     superseded = len(fin) - len(stray) - len(selected)
     if superseded > 0:
-        notes.append(f"{superseded} other finished run(s) of the same cell and seed not used: the report keeps the "
+        notes.append(f"{superseded} other counted run(s) of the same cell and seed not used: the report keeps the "
                      f"newest (for a search, the best sample)")
     return notes
 
@@ -195,11 +332,17 @@ def cell_stats(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None = N
         median = float(np.median(x)) if n else math.nan
         paper = paper_fraction(c, metric) * k
         center = median if suite.layout.stat == "median" else center_mean
+        sd = float(np.std(x, ddof=1)) if n >= 2 else math.nan
+        placed = n >= 2 and math.isfinite(paper)
+        n_above = int((x > paper).sum()) if placed else None
         rows.append({
             "cell": c.id, "row": c.row, "col": c.col, "n": n, "mean": center_mean,
-            "sd": float(np.std(x, ddof=1)) if n >= 2 else math.nan, "median": median,
+            "sd": sd, "median": median,
             "min": float(np.min(x)) if n else math.nan, "max": float(np.max(x)) if n else math.nan,
-            "censored": int(v["censored"].sum()), "paper": paper, "delta": center - paper,
+            "censored": int(v["censored"].sum()), "diverged": int(v["diverged"].sum()) if "diverged" in v else 0,
+            "paper": paper, "delta": center - paper,
+            "z": (paper - center_mean) / sd if placed and sd > 0 else math.nan,
+            "frac_above": n_above / n if placed else math.nan, "n_above": n_above,
             "paper_stat": c.paper.stat if c.paper else None, "paper_note": c.paper.note if c.paper else None,
         })
     return pd.DataFrame(rows)
@@ -259,6 +402,7 @@ def fmt_cell(s: pd.Series | dict, metric: str, stat: str) -> str:
     if n == 0:
         return "—"
     cens = f", {int(s['censored'])} censored" if s.get("censored", 0) else ""
+    cens += f", {int(s['diverged'])} diverged" if s.get("diverged", 0) else ""
     if stat == "median":
         return f"{fmt_num(s['median'], metric)} [{fmt_num(s['min'], metric)}–{fmt_num(s['max'], metric)}] ({n}{cens})"
     sd = f" ± {fmt_num(s['sd'], metric)}" if n >= 2 else ""
@@ -282,9 +426,21 @@ def fmt_seconds(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def fmt_vs_paper(s: pd.Series | dict, comparable: bool = True) -> str:
+    """The paper's value placed within our seeds: 'z=+1.3, 1/2 seeds above'; '—' without a paper value or n < 2."""
+    n, paper = int(s["n"]), s["paper"]
+    if n < 2 or paper is None or not math.isfinite(paper):
+        return "—"
+    if not comparable:
+        return "not comparable (dataset)"
+    z = "sd 0" if not math.isfinite(s["z"]) else f"z={s['z']:+.1f}"
+    above = s["n_above"] if s.get("n_above") is not None else round(s["frac_above"] * n)
+    return f"{z}, {int(above)}/{n} seeds above"
+
+
 def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label: str,
                  comparable: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the human table: per paper column, ours / paper / Δ."""
+    """Header and rows of the human table: per paper column, ours / paper / Δ / the paper within our spread."""
     metric, stat = suite.layout.metric, suite.layout.stat
     rows, cols = layout_axes(suite)
     unit = unit_label(metric)
@@ -292,7 +448,7 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label
     header = [suite.layout.rows or "row"]
     for c in cols:
         pre = f"{c}: " if c else ""
-        header += [f"{pre}{ours_label}", f"{pre}{paper_label}", f"{pre}Δ{d_unit}"]
+        header += [f"{pre}{ours_label}", f"{pre}{paper_label}", f"{pre}Δ{d_unit}", f"{pre}paper vs our seeds"]
     by_pos = {}
     for r in stats.to_dict("records"):
         by_pos.setdefault((r["row"], r["col"]), r)
@@ -302,10 +458,10 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label
         for c in cols:
             r = by_pos.get((row, c))
             if r is None:
-                line += ["", "", ""]
+                line += ["", "", "", ""]
                 continue
             delta = fmt_delta(r["delta"], metric) if comparable else "n/a"
-            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), delta]
+            line += [fmt_cell(r, metric, stat), fmt_num(r["paper"], metric), delta, fmt_vs_paper(r, comparable)]
         body.append(line)
     return header, body
 
@@ -324,6 +480,7 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
     hosts = _col(runs, f"{TAG}host").fillna("unknown").value_counts()
     return {
         "n_runs": len(runs),
+        "n_diverged": int(is_diverged(runs).sum()) if len(runs) else 0,
         "seeds": seeds,
         "devices": [f"{d} ×{n}" for d, n in counts.items()] if len(runs) else [],
         "hosts": [f"{h} ×{n}" for h, n in hosts.items()] if len(runs) else [],

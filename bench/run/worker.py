@@ -98,13 +98,16 @@ def trainable(config: dict[str, Any], data=None) -> None:
         prev = tracker.tags()
         again = {"retries": int(prev.get(f"{track.T}retries", "0")) + 1,
                  "resumed_from_epoch": 0} if f"{track.T}pid" in prev else {}
+        # num_classes: the report's chance level for a run that diverges.
+        classes = {"num_classes": data.num_classes} if getattr(data, "num_classes", None) else {}
         tracker.set_tags({"host": platform.node(), "pid": os.getpid(), "torch": torch.__version__,
-                          "lightning": lightning.__version__, **ray_exec.node_info(), **again})
+                          "lightning": lightning.__version__, **ray_exec.node_info(), **again, **classes})
         work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-"))
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})
         f = res.final
-        tracker.log_metrics({"best_test_error": f["best_test_error"], "wall_time_s": f["wall_time_s"],
+        chosen = {k: f[k] for k in ("best_val_epoch", "best_val_epoch_test_error") if k in f}
+        tracker.log_metrics({**chosen, "wall_time_s": f["wall_time_s"],
                              "train_time_s": f["train_time_s"], "params": f["params"],
                              "mean_images_per_sec": f["images_per_sec"]}, res.history[-1]["step"])
         (work / "curve.csv").write_text(history_csv(res.history))
@@ -113,7 +116,7 @@ def trainable(config: dict[str, Any], data=None) -> None:
         shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)   # finished: its checkpoints are no longer needed
     except Diverged as e:
         # A result, not a fault: ended FAILED and not retried (Tune sees a normal return).
-        tracker.set_tags({"error": str(e), "diverged": 1})
+        tracker.set_tags({"error": str(e), "diverged": 1, "diverged_step": e.step})
         tracker.finish("FAILED")
         shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)
     except BaseException as e:

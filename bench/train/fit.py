@@ -282,11 +282,24 @@ def _final_eval(trainer: L.Trainer, module: Classifier, loaders: list, last: dic
 
 def _final_metrics(reporter: EpochReporter, model: torch.nn.Module, wall: float) -> dict[str, float]:
     final = {k: v for k, v in reporter.history[-1].items() if k != "step"}
-    tests = [h["test_error"] for h in reporter.history if "test_error" in h]
-    final.update(best_test_error=min(tests), wall_time_s=wall, train_time_s=reporter.train_time,
+    final.update(_best_val_epoch(reporter.history))
+    final.update(wall_time_s=wall, train_time_s=reporter.train_time,
                  params=float(sum(p.numel() for p in model.parameters())),
                  images_per_sec=_mean_ips(reporter.history))
     return final
+
+
+def _best_val_epoch(history: list[dict]) -> dict[str, float]:
+    """Early stopping chosen on the validation split (never on the test set): the epoch of the lowest val_error
+    (the first of ties) and the test error measured at that epoch. Empty without a validation split."""
+    vals = [h for h in history if h.get("val_error") is not None]
+    if not vals:
+        return {}
+    best = min(vals, key=lambda h: h["val_error"])
+    out = {"best_val_epoch": float(best["epoch"])}
+    if best.get("test_error") is not None:
+        out["best_val_epoch_test_error"] = best["test_error"]
+    return out
 
 
 def _save_weights(trial: Trial, model: torch.nn.Module, workdir: Path | None) -> Path:

@@ -451,6 +451,20 @@ def test_explanations_profile_note_wins_and_unexplained_fails_are_flagged():
     assert other["wrong"]["explanation"] == "plain-56 needs the full schedule"
 
 
+def test_claim_on_cells_the_profile_does_not_run_is_not_run_not_inconclusive():
+    runs = _seed_runs({"P56": [0.30, 0.32], "P20": [0.20, 0.21]})
+    base = {"text": "t", "metric": "train_error", "op": ">"}
+    claims = [{**base, "id": "ran", "lhs": "P56", "rhs": "P20"}, {**base, "id": "skipped", "lhs": "R56", "rhs": "P20"}]
+    s = _stat_suite(claims, profiles={"reduced": {"cells": ["P56", "P20"]}})
+    from bench.report.render import _claim_row, claim_lines
+    got = {c["id"]: c for c in check_claims(s, runs, profile="reduced")}
+    assert got["ran"]["verdict"] == "holds"
+    assert got["skipped"]["verdict"] == "not run" and got["skipped"]["detail"] == "profile reduced does not run R56"
+    assert _claim_row(got["skipped"])[-1] == "NOT RUN" and not any("power" in x for x in claim_lines(got["skipped"]))
+    # Without the profile's cell list, the same claim is judged (and inconclusive for want of runs).
+    assert check_claims(s, runs, profile="paper")[1]["verdict"] == "inconclusive"
+
+
 # ---- the paper's value within our spread -----------------------------------------------------------------------------
 
 def test_paper_value_placed_within_our_seeds(store):

@@ -314,6 +314,11 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
     notes = prof.claim_notes if prof else {}
     out = []
     for cl in suite.claims:
+        missing = [c for c in dict.fromkeys(cl.lhs + cl.rhs) if prof and prof.cells and c not in prof.cells]
+        if missing:
+            # Not inconclusive: the profile never runs these cells, so no number of seeds would decide it here.
+            out.append(_not_run(cl, missing, profile))
+            continue
         vals = metric_values(runs, cl.metric, curves) if len(runs) else pd.DataFrame(columns=["value", "censored"])
         target, target_src = paper_effect(suite, cl)
         if cl.kind == "interaction":
@@ -341,6 +346,14 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
                    unexplained=verdict == "fails" and not text)
         out.append(rec)
     return out
+
+
+def _not_run(cl: Claim, missing: list[str], profile: str | None) -> dict:
+    nan = math.nan
+    return {"id": cl.id, "text": cl.text, "kind": cl.kind, "verdict": "not run", "p_value": nan,
+            "detail": f"profile {profile} does not run {', '.join(missing)}", "metric": cl.metric, "op": cl.op,
+            "lhs": list(cl.lhs), "rhs": list(cl.rhs), "lhs_mean": nan, "rhs_mean": nan, "n_lhs": 0, "n_rhs": 0,
+            "margin": cl.margin, "alpha": cl.alpha, "test": "none", "explanation": "", "unexplained": False}
 
 
 def _power(cl: Claim, verdict: str, target: float | None, target_src: str, observed: float, sd: float) -> dict:

@@ -279,7 +279,7 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 table.kv td{text-align:left}
 .warn{background:#fde8e8;border:2px solid #c0392b;color:#7b1d13;padding:.8em 1em;font-weight:600;margin:1em 0}
-.holds{color:#1e7b34;font-weight:600}.fails{color:#b03a2e;font-weight:600}.inconclusive{color:#8a6d00}
+.holds{color:#1e7b34;font-weight:600}.fails{color:#b03a2e;font-weight:600}.inconclusive{color:#8a6d00}.not-run{color:#777}
 .missing{color:#b03a2e} .small{font-size:13px;color:#555}
 """
 
@@ -335,7 +335,7 @@ def render_html(d: ReportData, png: bytes | None) -> str:
         for c in d.claims:
             cells = _claim_row(c)
             B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-1])
-                     + f"<td class={c['verdict']}>{_h(cells[-1])}</td></tr>")
+                     + f"<td class={c['verdict'].replace(' ', '-')}>{_h(cells[-1])}</td></tr>")
         B.append("</tbody></table><ul class=small>"
                  + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}{_html_sub(claim_lines(c))}</li>"
                            for c in d.claims) + "</ul>")

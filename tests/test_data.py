@@ -36,7 +36,7 @@ def leftovers(root: Path) -> list[str]:
 
 def test_dataset_error_is_bench_error_and_unknown_name_lists_known():
     assert issubclass(DatasetError, BenchError)
-    with pytest.raises(DatasetError, match="unknown dataset .cifar11.; known: fashion-mnist, cifar10, cifar100, synthetic, imagenet"):
+    with pytest.raises(DatasetError, match="unknown dataset .cifar11.; known: fashion-mnist, fashion-mnist-28, cifar10, cifar100, synthetic, imagenet"):
         load("cifar11")
     with pytest.raises(DatasetError, match="unknown option"):
         load("synthetic", n_trian=5)

@@ -79,6 +79,26 @@ def test_check_resources_uses_node_types_over_current_resources():
         check_resources(trials, head_only, embedded=False, console=Console(), node_types=tiny)
 
 
+def test_a_wave_starts_its_longest_trials_first():
+    from dataclasses import replace
+
+    from bench import data
+    from bench.run.driver import longest_first
+    from bench.spec import load_suite
+    from tests.helpers import expand
+
+    trials = expand(load_suite("quickstart"), "reduced")                  # plan order: plain20, plain56, ...
+    ds = data.load("synthetic", n_train=64, n_test=16, channels=1, size=28)
+    order = [t.cell for t in longest_first(trials, ds)]
+    assert order[:6] == ["plain56"] * 3 + ["resnet56"] * 3              # equal costs keep the plan's order
+    assert sorted(order[6:]) == ["plain20"] * 3 + ["resnet20"] * 3
+    # Cost is per-image work x images: a 56-layer net (~3x the work) trained 1 epoch of 4 comes after a
+    # 20-layer net trained all 4.
+    r20, r56 = (next(t for t in trials if t.cell == c) for c in ("resnet20", "resnet56"))
+    r56_short = replace(r56, protocol=r56.protocol.model_copy(update={"epochs": 1}))
+    assert [t.cell for t in longest_first([r56_short, r20], ds)] == ["resnet20", "resnet56"]
+
+
 def test_node_types_from_a_declared_autoscaler_config(tmp_path, monkeypatch):
     """Without a GCS cluster config, bench reads the cluster-launcher file the head was started with."""
     from bench.run import ray_exec

@@ -108,7 +108,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     for c in res.claims:
         print(f"  claim {c['id']}: {c['verdict']}")
     if not a.print:
-        print(f"open {res.out_dir / 'report.html'}; browse runs with: mlflow ui --backend-store-uri {uri}")
+        ui = (f"open {uri} (the tracking server serves the MLflow UI)" if uri.startswith(("http://", "https://"))
+              else f"mlflow ui --backend-store-uri {uri}")
+        print(f"open {res.out_dir / 'report.html'}; browse runs with: {ui}")
     return 0
 
 

@@ -226,7 +226,8 @@ def git_commit() -> str:
                                 ":(exclude)reports"], cwd=here, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # Not a checkout (a wheel, or a Ray job's copy of the package): the commit `bench submit` was run from.
+        return os.environ.get("BENCH_GIT_COMMIT", "unknown")
 
 def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: str, argv: list[str],
                  n_trials: int, n_skipped: int) -> str:

@@ -230,6 +230,8 @@ def test_submit_wait_runs_trials_on_both_nodes(cl, tmp_path):
     nodes = {r.data.tags.get("bench.node_id") for r in children}
     assert None not in nodes and len(nodes) == 2, nodes           # 1 CPU per node, 8 one-CPU trials
     assert all(r.data.tags.get("bench.node_ip") for r in children)
+    from bench.track import git_commit   # the job's copy has no .git: the runs carry the submitter's commit
+    assert {r.data.tags.get("bench.git_commit") for r in runs} == {git_commit()} != {"unknown"}
     # Artifacts went through the server's proxy, not to a path on a node.
     assert MlflowClient(cl.tracking).get_experiment_by_name("bench/quickstart").artifact_location.startswith(
         "mlflow-artifacts:")

@@ -4,6 +4,7 @@ One embedded Ray runtime serves the module (starting one costs seconds); the fir
 as a user would, the others call the driver in-process.
 """
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,26 @@ def store(tmp_path_factory):
     ray_exec.shutdown()
 
 
-def _bench(args, cwd, timeout=300):
+def _bench(args, cwd, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_quickstart_smoke_through_the_cli(tmp_path):
-    """`bench run` then `bench report`, as a user types them; a second run skips what finished."""
-    r = _bench(["run", "quickstart", "--profile", "smoke", "--num-cpus", "2"], tmp_path)
+    """`bench run` then `bench report`, as a user types them; a second run skips what finished. The first run
+    meets what a `ray start` cluster killed without `ray stop` leaves behind (ray_current_cluster naming a dead
+    head), which a plain ray.init() tries to join: without --address bench starts its own Ray anyway."""
+    import os
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))   # short: Ray's socket paths have a length cap
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+    try:
+        r = _bench(["run", "quickstart", "--profile", "smoke", "--num-cpus", "2"], tmp_path,
+                   env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 finished, 0 failed, 0 skipped" in r.stdout
 

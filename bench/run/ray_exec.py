@@ -54,7 +54,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
                      runtime_env=None if in_job else {"py_modules": [str(REPO / "bench")]})
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            # "local": a new instance of our own, even where `ray start` left a cluster (or a stale
+            # /tmp/ray/ray_current_cluster of a dead one) that a plain ray.init() would try to join.
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
     except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

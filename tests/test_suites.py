@@ -101,7 +101,7 @@ def test_reduced_profile_fits_a_small_cpu(name):
     minutes = [int(m) for m in re.findall(r"(\d+) min", p.description)]
     assert minutes and max(minutes) <= 30, f"{name}: reduced profile states no time, or more than 30 min"
     seeds = p.seeds if isinstance(p.seeds, int) else len(p.seeds or s.seeds)
-    assert seeds <= 3
+    assert 2 <= seeds <= 4   # a spread to test claims on, and a budget (degradation's 4 decide its ResNet pair)
     for t in trials(name, "reduced"):
         pr = proto(t)
         assert t.resources.model_dump() == {"cpus": 1, "gpus": 0, "workers": 1}

@@ -121,7 +121,9 @@ class LocalCluster:
 
 def _node_args(temp: Path, ports: list[int]) -> list[str]:
     agent, grpc, metrics, renv, nm, om, client = ports
-    return ["--temp-dir", str(temp), "--num-cpus", "1", "--num-gpus", "0", "--block", "--disable-usage-stats",
+    # One declared GPU per node (Ray counts it as a resource; the trials still train on the CPU): fractional-GPU
+    # trials then pack onto nodes as they would on GPU machines.
+    return ["--temp-dir", str(temp), "--num-cpus", "1", "--num-gpus", "1", "--block", "--disable-usage-stats",
             "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(grpc),
             "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(renv),
             "--node-manager-port", str(nm), "--object-manager-port", str(om)]
@@ -129,7 +131,7 @@ def _node_args(temp: Path, ports: list[int]) -> list[str]:
 
 @contextmanager
 def local_cluster():
-    """Head (1 CPU, dashboard + Jobs API) and a worker node (1 CPU), each with its own temp dir and agent
+    """Head (1 CPU, 1 declared GPU, dashboard + Jobs API) and a worker node (1 CPU, 1 declared GPU), each with its own temp dir and agent
     ports, plus `bench server` on a free port. Yields a LocalCluster; tears everything down by PID."""
     root = Path(tempfile.mkdtemp(prefix="bench-cl-", dir="/tmp"))   # short: Ray's socket paths have a length cap
     ports = free_ports(19)

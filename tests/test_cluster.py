@@ -296,6 +296,31 @@ def test_bad_input_is_refused_cleanly_and_creates_nothing(cl, tmp_path):
     assert not db.exists()
 
 
+def _packing_suite(tmp_path):
+    """quickstart's smoke cells at half a CPU and half a GPU each: two trials fit a node at once."""
+    raw = yaml.safe_load((CLUSTER.parent / "suites" / "quickstart.yaml").read_text())
+    raw["name"] = "clusterpack"
+    raw["profiles"]["smoke"]["resources"] = {"cpus": 0.5, "gpus": 0.5}
+    f = tmp_path / "clusterpack.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    return f
+
+
+@pytest.mark.slow
+def test_fractional_gpu_trials_pack_two_to_a_node(cl, tmp_path):
+    r = _bench(["run", str(_packing_suite(tmp_path)), "--profile", "smoke", "--seeds", "1", "--address", cl.gcs,
+                "--tracking-uri", cl.tracking, "--storage", str(tmp_path / "shared")], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    trials = [x for x in _runs(cl.tracking, "clusterpack") if x.data.tags.get("bench.kind") == "trial"]
+    assert len(trials) == 4 and all(x.info.status == "FINISHED" for x in trials)
+    by_node: dict[str, set[str]] = {}
+    for x in trials:
+        by_node.setdefault(x.data.tags["bench.node_id"], set()).add(x.data.tags["bench.pid"])
+    # Tune reuses a finished trial's actor for the next one, so two worker processes on one node means two
+    # trials held that node's one GPU at the same time.
+    assert len(by_node) == 2 and all(len(pids) == 2 for pids in by_node.values()), by_node
+
+
 DDP_SUITE = """
 name: clusterddp
 title: a data-parallel trial across two nodes

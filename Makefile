@@ -37,7 +37,7 @@ run: data
 test: data
 	$(BIN)/python -m pytest -q --durations=20
 
-# Every suite's reduced profile, run here and reported into reports/SUITE (about 3 h on 2 CPU cores; see the
+# Every suite's reduced profile, run here and reported into reports/SUITE (3-4 h on 2 CPU cores; see the
 # README). One store for all of them, so a re-run skips what finished; `make reports SUITES="quickstart insights"`
 # does a subset. Each report's header gives its measured wall time, commit and device.
 SUITES ?= quickstart degradation resnet_fig4 insights highway_depth resnet_cifar highway_fitnet preact densenet \

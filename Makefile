@@ -62,9 +62,9 @@ clean-state:
 ANCHOR := ../shared/reference/gpu_anchor.py
 gpu-speed:
 	mkdir -p reports/perf
-	-TORCHINDUCTOR_CACHE_DIR=$$HOME/.cache/bench/inductor PYTHONPATH=. timeout 300 python3 -m bench.speed --device cuda \
+	-TORCHINDUCTOR_CACHE_DIR=$$HOME/.cache/bench/inductor PYTHONPATH=. timeout 300 python3 -m bench.perf.speed --device cuda \
 		--models resnet20,resnet110,preresnet164_e --steps 150 --precision bf16-mixed --out reports/perf
-	-PYTHONPATH=. timeout 75 python3 -m bench.speed --device cuda --models resnet20 --steps 150 --variants eager \
+	-PYTHONPATH=. timeout 75 python3 -m bench.perf.speed --device cuda --models resnet20 --steps 150 --variants eager \
 		--precision bf16-mixed --packing 1,2,4 --out reports/perf
 	-if [ -f $(ANCHOR) ]; then timeout 100 python3 $(ANCHOR) --model resnet110 --mode graphs --dtype bf16 --steps 200; \
 	else echo "no $(ANCHOR): anchor loop not run"; fi

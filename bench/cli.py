@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench import BenchError
+from bench.timeline import mark
 
 
 def _suite_arg(p: argparse.ArgumentParser) -> None:
@@ -176,12 +177,6 @@ def cmd_plan(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_speed(a: argparse.Namespace) -> int:
-    from bench.speed import run
-
-    return run(a)
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench", description="Residual-network ablation bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -258,11 +253,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-probe", action="store_true", help="use recorded throughput instead of measuring here")
     p.set_defaults(fn=cmd_plan)
 
-    p = sub.add_parser("speed", help="training throughput: harness vs a bare loop, speed settings on and off")
-    from bench.speed import add_arguments  # light: torch only at import
-    add_arguments(p)
-    p.set_defaults(fn=cmd_speed)
-
     p = sub.add_parser("list", help="suites and their cells")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_list)
@@ -287,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("cli.main")
     a = parser().parse_args(argv)
     try:
         rc = a.fn(a)

@@ -48,8 +48,12 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str | None = None, w
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: {host} exposes the tracking server, unauthenticated, to every host that reaches this "
               "port; keep it inside the cluster's private network", file=sys.stderr, flush=True)
+    # MLflow 3's server also starts a job runner (four huey consumers) for its GenAI jobs; bench logs runs only,
+    # and those processes took CPU from the trials on every node. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true in
+    # the environment brings them back.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     except OSError as e:
         raise ServerError(f"cannot start mlflow server: {e}") from None
 

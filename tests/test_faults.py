@@ -288,7 +288,7 @@ def _fail(p: subprocess.Popen):
 @pytest.mark.slow
 def test_chaos_script_kills_and_finds_nothing_lost(tmp_path):
     suite = _suite(tmp_path, epochs=8, subset=512)
-    r = subprocess.run([sys.executable, "-m", "bench.chaos", str(suite), "--profile", "paper", "--kills", "2",
+    r = subprocess.run([sys.executable, "-m", "bench.perf.chaos", str(suite), "--profile", "paper", "--kills", "2",
                         "--every", "2,4", "--no-baseline", "--workdir", str(tmp_path / "wd"), "--num-cpus", "2"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

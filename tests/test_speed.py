@@ -1,4 +1,4 @@
-"""Runtime speed settings (bench/train/speed.py) and `bench speed` (bench/speed.py). CPU only, except the tests
+"""Runtime speed settings (bench/train/speed.py) and `python -m bench.perf.speed`. CPU only, except the tests
 marked for CUDA, which skip without it. No compilation on CPU here (minutes): the selection logic is tested."""
 
 import subprocess
@@ -149,13 +149,19 @@ def test_cli_speed_option():
 
     assert parser().parse_args(["run", "quickstart"]).speed == "auto"
     assert parser().parse_args(["run", "quickstart", "--speed", "off"]).speed == "off"
-    a = parser().parse_args(["speed", "--models", "resnet20", "--device", "cpu", "--packing", "1,2"])
+    import argparse
+
+    from bench.perf.speed import add_arguments
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    a = ap.parse_args(["--models", "resnet20", "--device", "cpu", "--packing", "1,2"])
     assert a.packing == "1,2" and a.models == "resnet20"
 
 
 def test_bench_speed_runs_without_ray_and_mlflow(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; sys.modules['mlflow'] = None\n"
-            "from bench.speed import main\n"
+            "from bench.perf.speed import main\n"
             f"main(['--models', 'resnet20', '--device', 'cpu', '--steps', '1', '--batch', '8', '--threads', '1', "
             f"'--out', {str(tmp_path)!r}])\n"
             f"main(['--models', 'resnet20', '--device', 'cpu', '--steps', '1', '--batch', '4', '--threads', '1', "

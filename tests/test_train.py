@@ -67,7 +67,7 @@ def test_imagenet_folder_streams_through_the_same_trainer(tmp_path):
 
 def test_training_step_imports_without_ray_and_mlflow():
     code = ("import sys; sys.modules['ray'] = None; sys.modules['mlflow'] = None\n"
-            "import bench.train.fit, bench.speed\n"
+            "import bench.train.fit, bench.perf.speed\n"
             "assert 'ray' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

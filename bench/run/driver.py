@@ -21,6 +21,7 @@ from rich.console import Console
 
 from bench import track
 from bench.spec import SpecError, load_suite
+from bench.timeline import mark
 from bench.trials import Plan, Trial, make_plan, waves
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
@@ -138,12 +139,15 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
         raise SpecError(f"{plan.summary()}: more than {limit} trials; pass --max-trials {len(plan.trials)} "
                         f"(or --yes) to run them all")
     check_models(plan)
+    mark("driver.planned")
     uri = track.normalize_uri(tracking_uri or track.default_tracking_uri())
     if max_failures < 0:
         raise SpecError(f"--max-failures must be 0 or more (got {max_failures})")
     placement.check_tracking_uri(uri)
     ds = bdata.load(plan.dataset, root=data_root)
+    mark("driver.data_loaded")
     cluster = ray_exec.connect(address, num_cpus=num_cpus)
+    mark("driver.ray_up")
     if address:
         nodes = ray_exec.alive_nodes()
         placement.check_shared_store(uri, nodes)
@@ -154,6 +158,7 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
                              node_types=ray_exec.node_types() if address else None)
     plan = replace(plan, trials=trials)
     exp = track.ensure_experiment(uri, suite.name)
+    mark("driver.store_ready")
     summary = Summary(suite.name, profile, plan.dataset, uri, total=len(trials), skipped=0)
     return RunState(plan, uri, exp, ds, (state_dir or Path(".bench")).resolve(), console, summary,
                     done=track.finished_trials(uri, exp), max_failures=max_failures)

@@ -20,6 +20,7 @@ import ray
 from ray import tune
 
 from bench import BenchError
+from bench.timeline import mark
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -133,6 +134,7 @@ def run_wave(trainable: Callable, configs: list[dict[str, Any]], *, resources: C
                                   # Our own per-trial checkpoint is the newest; Tune keeps one copy to retry from.
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
+    mark("driver.wave_submitted")
     grid = tuner.fit()
     out: dict[str, Outcome] = {}
     for r in grid:

@@ -17,6 +17,7 @@ import lightning
 import torch
 
 from bench import track
+from bench.timeline import mark
 from bench.run import ray_exec
 from bench.train.fit import Checkpointing, history_csv, run_trial
 from bench.train.module import Diverged
@@ -89,6 +90,7 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
 
 
 def trainable(config: dict[str, Any], data=None) -> None:
+    mark("worker.trainable")
     cfg = config["cfg"]
     trial = Trial.from_dict(cfg["trial"])
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])

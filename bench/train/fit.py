@@ -22,6 +22,7 @@ import torch
 from bench import BenchError
 from bench.data.trial_data import build_loaders
 from bench.spec import Protocol
+from bench.timeline import ENV as TIMELINE, mark
 from bench.trials import Trial
 from bench.train.module import Classifier, Diverged, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
@@ -248,7 +249,10 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
     reporter = EpochReporter(list(sinks), n_steps, trial.protocol.batch_size, sync)
     reducer = SumAcrossRanks(len(eval_loaders)) if shard_idx is not None else None
     saver = EpochCheckpoint(ckpt, train_loader) if ckpt is not None else None
-    trainer = _trainer(trial, dev, n_steps, [c for c in (reducer, reporter, saver) if c is not None], workdir, dist)
+    marker = _FirstStep() if os.environ.get(TIMELINE) else None
+    trainer = _trainer(trial, dev, n_steps, [c for c in (reducer, reporter, saver, marker) if c is not None], workdir,
+                       dist)
+    mark("train.fit_start")
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=list(eval_loaders.values()),
                 ckpt_path=str(ckpt.resume_from) if ckpt is not None and ckpt.resume_from else None)
@@ -265,6 +269,18 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
                 "train_images_all_ranks": reducer.global_images}
     return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank,
                        speed=spd.tags())
+
+
+class _FirstStep(L.Callback):
+    """Marks the end of the first training step on the timeline (bench.perf.startup), once."""
+
+    def __init__(self):
+        self.done = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self.done:
+            self.done = True
+            mark("train.first_step")
 
 
 def _final_eval(trainer: L.Trainer, module: Classifier, loaders: list, last: dict, sinks) -> None:

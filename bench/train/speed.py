@@ -18,7 +18,7 @@ the machine was shared with other jobs, medians of a few repetitions; full figur
     compilation with a cold cache. Per step of batch 128 it saves ~0.046 s over channels_last eager, so a cold
     compile pays back after ~1,200 steps; see CPU_COMPILE_MIN_STEPS for the threshold used.
   * optimizer: see CPU_OPTIMIZER below.
-  Measured by `bench speed` on this project's 2-core CPU (AMD EPYC per /proc/cpuinfo, 2 threads, 1x32x32,
+  Measured by `python -m bench.perf.speed` on this project's 2-core CPU (AMD EPYC per /proc/cpuinfo, 2 threads, 1x32x32,
   batch 128, no other jobs running; reports/perf/speed-cpu-20261128-050508-19166.md): harness auto vs harness off
   (NCHW eager, loop SGD) ResNet-20 997 vs 783 img/s (1.27x), ResNet-56 375 vs 283 (1.32x); harness auto / bare
   loop with the same settings 1.055 (ResNet-20) and 0.998 (ResNet-56). Compile (ResNet-20, inductor, machine
@@ -36,7 +36,7 @@ CUDA (not measurable here; anchors.md, one H100, torch 2.11, batch 128, data and
     Plain inductor ("default" mode) gained little (ResNet-110 bf16 3,741 vs 3,140 eager): not used on GPU.
   * optimizer: fused SGD (one kernel for all parameters) on CUDA: the per-parameter loop is ~3 launches per
     tensor, and a launch-bound step is exactly where that shows. Not in anchors.md: pending a GPU run of
-    `bench speed` (make gpu-speed), which records it.
+    `python -m bench.perf.speed` (make gpu-speed), which records it.
 
 Harness overhead per step (module.py): no host syncs; the epoch sums stay on the device and are read once per
 epoch, and a step's image count is a device fill. The lr schedule is LambdaLR, which calls a Python function
@@ -61,7 +61,7 @@ MODES = ("off", "auto")
 
 # CPU: compile only when the trial is long enough to pay the compilation back. From the figures above: ~56 s
 # cold compile / ~0.046 s saved per step ~ 1,200 steps; rounded up, because the saving over channels_last eager is
-# small (1.08x at 1 thread) and noisy. Measured at 2 threads by `bench speed` (reports/perf/): see CPU_COMPILE.
+# small (1.08x at 1 thread) and noisy. Measured at 2 threads by `python -m bench.perf.speed` (reports/perf/): see CPU_COMPILE.
 CPU_COMPILE_MIN_STEPS = 2000
 # Whether compile is used on CPU at all: off. The issue's figure is 1.08x over channels_last at 1 thread after ~56 s
 # of compilation; here a cold compile took 170 s (contended) and its gain did not rise above the noise.
@@ -188,7 +188,7 @@ def prepare_model(model: torch.nn.Module, speed: Speed, *, state_dir: str | Path
 
 def setup(mode: "str | Speed", device: torch.device, steps: int, module, train_loader, eval_loaders: dict, *,
           distributed: bool = False, state_dir: str | Path | None = None) -> Speed:
-    """Choose the settings for a trial ("off", "auto", or explicit Speed settings, as `bench speed` passes) and
+    """Choose the settings for a trial ("off", "auto", or explicit Speed settings, as `python -m bench.perf.speed` passes) and
     apply them to its module and loaders (the one call run_trial makes)."""
     from bench.data.loader import DeviceLoader
 

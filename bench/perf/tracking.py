@@ -1,4 +1,4 @@
-"""`python -m bench.bench_track`: what MLflow tracking costs one trial, SQLite file against a `bench server`.
+"""`python -m bench.perf.tracking`: what MLflow tracking costs one trial, SQLite file against a `bench server`.
 
 One trial's tracking life as the driver and worker do it (run creation with tags and params, SCHEDULED, RUNNING,
 one log_batch per epoch, the finish), repeated for several trials, against a fresh SQLite store and against a
@@ -23,8 +23,8 @@ from bench.trials import Trial
 
 
 def one_store(uri: str, trials: int, epochs: int, metrics: int) -> float:
-    exp = track.ensure_experiment(uri, "bench_track")
-    parent = track.start_parent(uri, exp, suite="bench_track", profile="adhoc", dataset="synthetic", argv=[],
+    exp = track.ensure_experiment(uri, "perf_tracking")
+    parent = track.start_parent(uri, exp, suite="perf_tracking", profile="adhoc", dataset="synthetic", argv=[],
                                 n_trials=trials, n_skipped=0)
     t0 = time.perf_counter()
     for i in range(trials):
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
             except OSError:
                 if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                    raise SystemExit("bench_track: the tracking server did not start")
+                    raise SystemExit("bench.perf.tracking: the tracking server did not start")
                 time.sleep(0.5)
         up_s = time.perf_counter() - t0
         http_s = one_store(f"http://127.0.0.1:{port}", a.trials, a.epochs, a.metrics)

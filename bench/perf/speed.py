@@ -1,8 +1,8 @@
-"""`bench speed`: training throughput of the harness against the project's own bare loop, in one process.
+"""`python -m bench.perf.speed`: training throughput of the harness against the project's own bare loop, in one process.
 
-    bench speed --models resnet20 --device cpu --steps 20                        # CPU, a few minutes
-    bench speed --models resnet20,resnet110,preresnet164_e --device cuda          # a GPU box (make gpu-speed)
-    bench speed --models resnet20 --packing 1,2,4,8 --device cuda                # N trials at once on one device
+    python -m bench.perf.speed --models resnet20 --device cpu --steps 20                        # CPU, a few minutes
+    python -m bench.perf.speed --models resnet20,resnet110,preresnet164_e --device cuda          # a GPU box (make gpu-speed)
+    python -m bench.perf.speed --models resnet20 --packing 1,2,4,8 --device cuda                # N trials at once on one device
 
 For each model, in one process:
   (a) bare: the project's own bare PyTorch loop doing the work of the reference anchor loop (the same net, batch
@@ -60,7 +60,7 @@ def variant(name: str, dev: torch.device):
         return replace(auto, compile="reduce-overhead" if dev.type == "cuda" else "default", reason="compile forced")
     if name in ("foreach", "fused", "loop"):
         return replace(auto, optimizer=name, reason=f"auto with the {name} optimizer")
-    raise SystemExit(f"bench speed: unknown variant {name!r}")
+    raise SystemExit(f"bench.perf.speed: unknown variant {name!r}")
 
 
 def _data(steps: int, batch: int, channels: int):
@@ -202,7 +202,7 @@ def packing(model_name: str, counts: list[int], *, dev: torch.device, steps: int
             p.join()
         errs = [r["error"] for r in res if "error" in r]
         if errs:
-            raise SystemExit(f"bench speed --packing {n}: {errs[0]}")
+            raise SystemExit(f"bench.perf.speed --packing {n}: {errs[0]}")
         wall = max(r["t1"] for r in res) - min(r["t0"] for r in res)
         row = {"model": model_name, "side": "packing", "variant": variant_name, "processes": n, "threads_each": per,
                "sum_steady_img_s": round(sum(r["img_s"] for r in res), 1),
@@ -217,7 +217,7 @@ def packing(model_name: str, counts: list[int], *, dev: torch.device, steps: int
 # --- report ---------------------------------------------------------------------------------------------------
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    lines = [f"# bench speed: {meta['device']}", "",
+    lines = [f"# bench.perf.speed: {meta['device']}", "",
              f"torch {meta['torch']}, lightning {meta['lightning']}, {meta['threads']} threads, batch {meta['batch']}, "
              f"precision {meta['precision']}, {meta['steps']} steps per epoch x 2 epochs, input "
              f"{meta['channels']}x32x32, {meta['time']}. {meta.get('note', '')}", "",
@@ -241,7 +241,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench speed", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.perf.speed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)
     return run(ap.parse_args(argv))
@@ -273,7 +273,7 @@ def run(a: argparse.Namespace) -> int:
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("bench speed: --device cuda but no CUDA device here")
+            raise SystemExit("bench.perf.speed: --device cuda but no CUDA device here")
         torch.backends.cudnn.benchmark = True
     threads = a.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -285,7 +285,7 @@ def run(a: argparse.Namespace) -> int:
             "steps": a.steps, "precision": precision, "channels": a.channels, "note": a.note,
             "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", ""),
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print(f"bench speed on {meta['device']}, torch {meta['torch']}, {threads} threads, precision {precision}",
+    print(f"bench.perf.speed on {meta['device']}, torch {meta['torch']}, {threads} threads, precision {precision}",
           flush=True)
     rows: list[dict[str, Any]] = []
     models_ = [m for m in a.models.split(",") if m]

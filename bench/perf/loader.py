@@ -1,4 +1,4 @@
-"""Throughput of DeviceLoader alone: python -m bench.data.bench_loader [--device cuda] [--threads 1]
+"""Throughput of DeviceLoader alone: python -m bench.perf.loader [--device cuda] [--threads 1]
 
 50,000 random 3x32x32 uint8 images (CIFAR-10 sized), batch 128. Prints images/s per configuration, median and
 best of 5 timed epochs after one warm-up epoch, the device synchronised before each clock read."""

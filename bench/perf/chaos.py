@@ -1,4 +1,4 @@
-"""`python -m bench.chaos SUITE --profile P --kills 5`: run a suite while SIGKILLing random trial workers, then
+"""`python -m bench.perf.chaos SUITE --profile P --kills 5`: run a suite while SIGKILLing random trial workers, then
 prove nothing was lost.
 
 It runs `bench run` (embedded Ray) into a fresh tracking store and storage dir of its own, kills the worker
@@ -170,7 +170,7 @@ def run(suite: str, profile: str, kills: int, seed: int, workdir: Path, baseline
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.perf.chaos", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("suite")
     ap.add_argument("--profile", default="reduced")

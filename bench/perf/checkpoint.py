@@ -1,4 +1,4 @@
-"""`python -m bench.train.bench_ckpt`: what a per-epoch checkpoint costs, per model.
+"""`python -m bench.perf.checkpoint`: what a per-epoch checkpoint costs, per model.
 
 Trains a few steps of a CIFAR-shaped trial with Lightning, then times `Trainer.save_checkpoint` (the whole fit
 state, as EpochCheckpoint writes it) and reports its size, the training rate, and the checkpoint time as a

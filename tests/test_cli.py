@@ -1,10 +1,18 @@
-"""The CLI's read-only commands, as a user calls them (a subprocess, exit codes, JSON shapes)."""
+"""The CLI's read-only commands, as a user calls them (exit codes, one-line errors, JSON shapes).
 
+They run `bench.cli.main` in this process, which is what the `bench` script calls: a fresh interpreter would
+only add seconds of imports per call. The installed script itself, in its own process, is driven end to end
+by tests/test_packaging.py, and the closed-pipe test below needs (and uses) a real process.
+"""
+
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,9 +21,22 @@ import bench as bench_pkg
 from fixtures_data import write_cifar10, write_poisoned_pickle
 
 
-def bench(*args, cwd=None, timeout=180):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+def bench(*args, cwd=None):
+    from bench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main([str(a) for a in args])
+            except SystemExit as e:   # argparse
+                rc = e.code
+    finally:
+        os.chdir(here)
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_list_json_has_all_suites_with_cells():

@@ -452,3 +452,14 @@ def test_loader_dtype_and_layout():
     assert xb.dtype == torch.bfloat16 and xb.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError):
         DeviceLoader(x.float(), y, batch_size=2, mean=(0,), std=(1,))
+
+
+def test_shards_are_disjoint_balanced_and_seeded():
+    from bench.data.trial_data import shard_indices
+
+    for n, world in ((10, 2), (1000, 8), (7, 3)):
+        parts = [shard_indices(n, r, world, seed=3) for r in range(world)]
+        assert {len(p) for p in parts} == {n // world}
+        assert len(set(torch.cat(parts).tolist())) == n // world * world
+        assert all(torch.equal(p, shard_indices(n, r, world, seed=3)) for r, p in enumerate(parts))
+    assert not torch.equal(shard_indices(100, 0, 2, seed=0), shard_indices(100, 0, 2, seed=1))

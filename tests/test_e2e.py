@@ -1,16 +1,13 @@
 """The whole path through the real components: suite -> Ray Tune -> Lightning -> MLflow (SQLite) -> report.
 
-One embedded Ray runtime serves the module (starting one costs seconds); the first test goes through the CLI
-as a user would, the others call the driver in-process.
+One embedded Ray runtime serves the module (starting one costs seconds); the driver is called in-process.
+The quickstart goes through the CLI of an installed wheel, as a user would, in tests/test_packaging.py.
 """
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -20,7 +17,6 @@ from bench.run.driver import run_suite
 from bench.spec import list_suites, load_suite
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -34,62 +30,6 @@ def store(tmp_path_factory):
 def _bench(args, cwd, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def test_quickstart_smoke_through_the_cli(tmp_path):
-    """`bench run` then `bench report`, as a user types them; a second run skips what finished. The first run
-    meets what a `ray start` cluster killed without `ray stop` leaves behind (ray_current_cluster naming a dead
-    head), which a plain ray.init() tries to join: without --address bench starts its own Ray anyway."""
-    import os
-    import tempfile
-
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))   # short: Ray's socket paths have a length cap
-    (ray_tmp / "ray").mkdir()
-    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
-    try:
-        r = _bench(["run", "quickstart", "--profile", "smoke", "--num-cpus", "2"], tmp_path,
-                   env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "8 finished, 0 failed, 0 skipped" in r.stdout
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = MlflowClient(uri)
-    exp = c.get_experiment_by_name("bench/quickstart")
-    runs = c.search_runs([exp.experiment_id])
-    parents = [x for x in runs if x.data.tags.get("bench.kind") == "parent"]
-    children = [x for x in runs if x.data.tags.get("bench.kind") == "trial"]
-    assert len(parents) == 1 and len(children) == 8
-    for ch in children:
-        assert ch.info.status == "FINISHED"
-        assert ch.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        for tag in ("suite", "cell", "seed", "profile", "dataset", "config_hash", "git_commit", "torch",
-                    "lightning", "device"):
-            assert ch.data.tags.get(f"bench.{tag}"), tag
-        assert ch.data.params["protocol.optimizer.lr"] == "0.1"
-        hist = c.get_metric_history(ch.info.run_id, "train_error")
-        assert len(hist) == 2 and hist[0].step < hist[1].step  # one point per epoch, step = iteration
-        for m in ("train_loss", "test_error", "lr", "images_per_sec", "wall_time_s"):
-            assert m in ch.data.metrics, m
-        assert "best_test_error" not in ch.data.metrics   # a minimum over test evaluations selects on test
-        assert [a.path for a in c.list_artifacts(ch.info.run_id)] == ["curve.csv"]
-
-    again = _bench(["run", "quickstart", "--profile", "smoke", "--num-cpus", "2"], tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "skipping 8 trial(s) already FINISHED" in again.stdout
-    assert len(c.search_runs([exp.experiment_id])) == 9  # nothing new was created
-
-    out = tmp_path / "rep"
-    rep = _bench(["report", "quickstart", "--tracking-uri", uri, "--out", str(out)], tmp_path)
-    assert rep.returncode == 0, rep.stderr
-    for f in ("report.md", "report.html", "table.csv", "runs.parquet", "curves.png"):
-        assert (out / f).stat().st_size > 0, f
-    md = (out / "report.md").read_text()
-    assert "synthetic" in md and "WARNING" in md and "profile smoke" in md
-    assert pq.read_table(out / "runs.parquet").num_rows == 8
-    table = pd.read_csv(out / "table.csv", index_col=0)
-    assert list(table.index) == ["20 layers", "56 layers"]
 
 
 def test_unreachable_cluster_fails_fast_without_state(tmp_path):

@@ -1,6 +1,5 @@
 """Suite validation, trial expansion, config hashes and lr schedules: pure logic, no Ray/MLflow."""
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -128,21 +127,28 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_suite(tmp_path / "nope.yaml")
 
 
-def test_cli_rejects_malformed_suite_without_creating_runs(tmp_path):
+def _run_cli(tmp_path, monkeypatch, capsys, *args):
+    """`bench run ...` through bench.cli.main, in this process (what the `bench` script calls)."""
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", *map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+def test_cli_rejects_malformed_suite_without_creating_runs(tmp_path, monkeypatch, capsys):
     bad = write(tmp_path, _broken(lambda d: d["cells"][0].pop("model")))
-    r = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(bad)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 2
-    assert "cells.0.model" in r.stderr and r.stderr.count("\n") == 1
+    rc, err = _run_cli(tmp_path, monkeypatch, capsys, bad)
+    assert rc == 2
+    assert "cells.0.model" in err and err.count("\n") == 1
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".bench").exists()
 
 
-def test_cli_rejects_unknown_model(tmp_path):
+def test_cli_rejects_unknown_model(tmp_path, monkeypatch, capsys):
     bad = write(tmp_path, _broken(lambda d: d["cells"][0].update(model="resnet21")))
-    r = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(bad)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert "resnet21" in r.stderr and "cell a" in r.stderr
+    rc, err = _run_cli(tmp_path, monkeypatch, capsys, bad)
+    assert rc == 2, err
+    assert "resnet21" in err and "cell a" in err
     assert not (tmp_path / "mlflow.db").exists()
 
 

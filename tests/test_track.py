@@ -84,6 +84,7 @@ def _run_all(target, argss: list[tuple], timeout: float = 120) -> list:
 
 # ---- (a) 16 concurrent writers lose and duplicate nothing ------------------------------------------------------
 
+@pytest.mark.slow   # 16 processes each importing MLflow: a minute here, too long for `make check`
 def test_sixteen_writers_lose_no_metric_row(store):
     uri = _uri(store)
     exp = track.ensure_experiment(uri, "load")

@@ -146,6 +146,13 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     placement.check_tracking_uri(uri)
     ds = bdata.load(plan.dataset, root=data_root)
     mark("driver.data_loaded")
+    st_dir = (state_dir or Path(".bench")).resolve()
+    summary = Summary(suite.name, profile, plan.dataset, uri, total=len(plan.trials), skipped=0)
+    done = track.finished_trials_if_any(uri, suite.name)
+    if all(t.config_hash in done for t in plan.trials):
+        # Nothing to run: no Ray runtime to start or join (seconds saved on every re-run of a finished suite).
+        return RunState(plan, uri, track.ensure_experiment(uri, suite.name), ds, st_dir, console, summary, done=done,
+                        max_failures=max_failures)
     cluster = ray_exec.connect(address, num_cpus=num_cpus)
     mark("driver.ray_up")
     if address:
@@ -159,9 +166,8 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     plan = replace(plan, trials=trials)
     exp = track.ensure_experiment(uri, suite.name)
     mark("driver.store_ready")
-    summary = Summary(suite.name, profile, plan.dataset, uri, total=len(trials), skipped=0)
-    return RunState(plan, uri, exp, ds, (state_dir or Path(".bench")).resolve(), console, summary,
-                    done=track.finished_trials(uri, exp), max_failures=max_failures)
+    return RunState(plan, uri, exp, ds, st_dir, console, summary, done=track.finished_trials(uri, exp),
+                    max_failures=max_failures)
 
 
 def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:

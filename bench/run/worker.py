@@ -1,6 +1,8 @@
 """The per-trial Ray Tune trainable: fetch the teacher if any, train, stream epochs to MLflow and Tune.
 
 The driver created the trial's MLflow run; this appends to it and ends it. Ray is reached only through ray_exec.
+Training code (torch, Lightning) is imported where a trial runs, not at import: the driver imports this module
+to hand `trainable` to Tune, and Lightning's import alone costs it seconds.
 """
 
 from __future__ import annotations
@@ -13,14 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import lightning
-import torch
-
 from bench import track
 from bench.timeline import mark
 from bench.run import ray_exec
-from bench.train.fit import Checkpointing, history_csv, run_trial
-from bench.train.module import Diverged
 from bench.trials import Trial
 
 CHECKPOINT_DIR = "checkpoint"   # the MLflow artifact folder of a teacher's final weights
@@ -33,6 +30,8 @@ def one_line(e: BaseException) -> str:
 
 
 def _teacher_state(uri: str, teacher_run: str, work: Path) -> dict:
+    import torch
+
     path = track.download_artifact(uri, teacher_run, f"{CHECKPOINT_DIR}/model.pt", work / "teacher")
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -46,7 +45,9 @@ def _resume_point(cfg: dict[str, Any], work: Path) -> Path | None:
     return own if own.exists() else None
 
 
-def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path) -> Checkpointing:
+def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path):
+    from bench.train.fit import Checkpointing
+
     ckdir = Path(cfg["ckpt_dir"])
     ckdir.mkdir(parents=True, exist_ok=True)
     resume = _resume_point(cfg, work)
@@ -65,6 +66,8 @@ def _checkpointing(cfg: dict[str, Any], tracker: track.TrialTracker, work: Path)
 
 
 def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker, work: Path):
+    from bench.train.fit import run_trial
+
     uri, run_id = cfg["uri"], cfg["run_id"]
     teacher_state = None
     if cfg.get("teacher_run"):
@@ -91,6 +94,12 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
 
 def trainable(config: dict[str, Any], data=None) -> None:
     mark("worker.trainable")
+    import lightning
+    import torch
+
+    from bench.train.fit import history_csv
+    from bench.train.module import Diverged
+
     cfg = config["cfg"]
     trial = Trial.from_dict(cfg["trial"])
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])

@@ -153,15 +153,15 @@ def local_cluster():
              "--workers", "1"],
             env=bench_env(), cwd=root, stdout=open(logs / "server.out", "w"), stderr=subprocess.STDOUT)
         cl.procs.append(server)
-        _wait(lambda: _get_json(f"{cl.jobs}/api/version"), "ray head", 90, cl.procs)
+        _wait(lambda: _get_json(f"{cl.jobs}/api/version"), "ray head", 180, cl.procs)
         worker = subprocess.Popen(
             [ray, "start", "--address", cl.gcs, "--node-ip-address", "127.0.0.1",
              *_node_args(root / "w", ports[11:18])],
             env=env, cwd=root, stdout=open(logs / "worker.out", "w"), stderr=subprocess.STDOUT)
         cl.procs.append(worker)
-        _wait(lambda: cl.alive_nodes() >= 2, "ray worker node", 90, cl.procs)
+        _wait(lambda: cl.alive_nodes() >= 2, "ray worker node", 180, cl.procs)
         _wait(lambda: urllib.request.urlopen(f"{cl.tracking}/health", timeout=2).status == 200,
-              "bench server", 60, cl.procs)
+              "bench server", 120, cl.procs)
         yield cl
     finally:
         stop_trees(cl.procs)

@@ -157,7 +157,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from tests.fixtures_cluster import bench_env, free_ports, local_cluster  # noqa: E402
+from tests.fixtures_cluster import bench_env, free_ports  # noqa: E402
 
 
 def _bench(args, cwd, timeout=240):
@@ -216,12 +216,6 @@ def test_unreachable_tracking_server_fails_before_ray_starts(tmp_path):
     r = _main(["run", "quickstart", "--profile", "smoke", "--tracking-uri", f"http://127.0.0.1:{port}"], tmp_path)
     assert "cannot reach the tracking server" in _error_line(r)
     assert time.time() - t < 30 and "Ray" not in r.stdout and not ray.is_initialized()
-
-
-@pytest.fixture(scope="module")
-def cl():
-    with local_cluster() as c:
-        yield c
 
 
 @pytest.mark.slow

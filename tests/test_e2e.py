@@ -17,6 +17,9 @@ from bench.run.driver import run_suite
 from bench.spec import list_suites, load_suite
 
 pytestmark = pytest.mark.slow
+# One CPU: a suite's smoke trials (a few seconds each) run one after another in one reused Tune actor, instead of
+# two worker processes each paying the torch + Lightning + MLflow imports for a wave that lasts seconds.
+NUM_CPUS = 1
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_unreachable_cluster_fails_fast_without_state(tmp_path):
 
 def test_fitnet_students_start_after_and_load_their_teacher(store):
     d, uri = store
-    s = run_suite("highway_fitnet", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=2,
+    s = run_suite("highway_fitnet", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=NUM_CPUS,
                   argv=["test"])
     assert not s.failed, s.failed
     runs = track.load_runs(uri, "highway_fitnet")
@@ -61,7 +64,7 @@ def test_fitnet_students_start_after_and_load_their_teacher(store):
 def test_highway_depth_search_runs_through_tune(store):
     d, uri = store
     suite = load_suite("highway_depth")
-    s = run_suite("highway_depth", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=2,
+    s = run_suite("highway_depth", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=NUM_CPUS,
                   argv=["test"])
     assert not s.failed, s.failed
     runs = track.load_runs(uri, "highway_depth")
@@ -80,7 +83,7 @@ def test_highway_depth_search_runs_through_tune(store):
     rows = {suite.cell(c).row for c in cells}
     filled = {r for r in res.table.index if pd.notna(res.table.loc[r, "plain mean"])}
     assert filled == rows and pd.notna(res.table.loc[list(rows), "highway mean"]).all()
-    again = run_suite("highway_depth", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=2,
+    again = run_suite("highway_depth", profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=NUM_CPUS,
                       argv=["test"])
     assert again.skipped == n * len(cells) and not again.finished
 
@@ -91,7 +94,7 @@ OTHER = sorted(p.stem for p in list_suites() if p.stem not in ("quickstart", "hi
 @pytest.mark.parametrize("name", OTHER)
 def test_every_suite_smoke_profile_runs_and_reports(store, name):
     d, uri = store
-    s = run_suite(name, profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=2, argv=["test"])
+    s = run_suite(name, profile="smoke", tracking_uri=uri, state_dir=d / ".bench", num_cpus=NUM_CPUS, argv=["test"])
     assert not s.failed, s.failed
     assert s.finished
     res = build_report(load_suite(name), uri, out_dir=d / name)

@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import re
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -110,9 +112,29 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 def require_store(uri: str) -> None:
-    """Readers must not create an empty SQLite store as a side effect (MLflow would)."""
+    """For readers: no SQLite store is created as a side effect (MLflow would), and an absent server fails at once."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise TrackingError(f"no tracking store at {uri}; run 'bench run SUITE' first or pass --tracking-uri")
+    check_server(uri)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server that is not there fails in seconds: MLflow's client retries a refused connection for
+    about five minutes. A TCP connect answers at once; no-op for other stores."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    u = urlparse(uri)
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        raise TrackingError(f"bad tracking URI {uri!r}: the port is not a number") from None
+    if not u.hostname:
+        raise TrackingError(f"bad tracking URI {uri!r}; expected http://HOST:PORT")
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise TrackingError(f"cannot reach the tracking server at {uri}: {e.strerror or e} (start it with "
+                            "'bench server', or pass another --tracking-uri)") from None
 
 
 _READY: set[str] = set()     # sqlite URIs this process has opened once under the creation lock

@@ -103,6 +103,23 @@ def test_report_without_a_store_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_report_against_an_unreachable_server_fails_in_seconds(tmp_path):
+    """MLflow's client retries a refused connection for about five minutes; the report must not."""
+    import socket
+    import time
+
+    with socket.socket() as s:   # a port nothing listens on: bound, never listened to
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+        t0 = time.time()
+        r = bench("report", "quickstart", "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+        took = time.time() - t0
+    assert r.returncode != 0 and took < 20, (took, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: cannot reach the tracking server at " + uri), lines
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
 TINY_SUITE = """
 name: tiny
 title: "Tiny table"

@@ -145,6 +145,56 @@ def test_a_diverging_trial_stops_with_its_step(synth):
     assert 0 <= e.value.step < 9
 
 
+def test_a_trial_leaves_no_scratch_directory_however_it_ends(synth, tmp_path, monkeypatch):
+    """The Tune trainable, called in-process (no Ray), against a real SQLite store: a finished, a diverged, a
+    failed and an interrupted trial each leave nothing behind in the temp directory."""
+    from bench import track
+    from bench.run import ray_exec, worker
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))   # other processes' /tmp/bench-* don't count here
+    monkeypatch.setattr(ray_exec, "node_info", lambda: {})
+    monkeypatch.setattr(ray_exec, "report", lambda *a, **k: None)
+    monkeypatch.setattr(ray_exec, "tune_checkpoint", lambda *a, **k: None)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = track.ensure_experiment(uri, "scratch")
+    parent = track.start_parent(uri, exp, suite="scratch", profile="p", dataset="synthetic", argv=["test"],
+                                n_trials=4, n_skipped=0)
+
+    runs = []
+
+    def run(trial: Trial, teacher_run: str | None = None) -> tuple[str, str | None]:
+        rid = track.create_trial_run(uri, exp, parent, trial)
+        runs.append(rid)
+        cfg = {"trial": trial.to_dict(), "name": trial.name, "uri": uri, "run_id": rid, "teacher_run": teacher_run,
+               "save_checkpoint": False, "ckpt_dir": str(tmp_path / "ckpt" / rid), "speed": "off"}
+        try:
+            worker.trainable({"cfg": cfg}, data=synth)
+        finally:
+            assert [p.name for p in tmp.iterdir() if p.name.startswith("bench-")] == []
+        return track.run_state(uri, rid)
+
+    assert run(_trial(epochs=1))[0] == "FINISHED"                       # wrote curve.csv there
+    status, error = run(_trial(epochs=1, optimizer={"lr": 1e12, "momentum": 0.9}))
+    assert status == "FAILED" and error.startswith("diverged at step")
+    with pytest.raises(Exception):                                      # the teacher's download fails
+        run(_trial(epochs=1), teacher_run="0" * 32)
+    assert track.run_status(uri, runs[-1]) == "FAILED"
+    seen = []
+
+    def interrupted(trial, data, *, workdir, **kw):
+        seen.append(workdir)
+        (workdir / "partial").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(_trial(epochs=1))
+    assert seen and seen[0].parent == tmp and not seen[0].exists()
+    assert track.run_status(uri, runs[-1]) == "KILLED"
+
+
 # ---- the whole path: Ray Tune, Lightning, MLflow ------------------------------------------------------------------
 
 

@@ -9,9 +9,7 @@ together fit in what the node types can add up to. Only what no node type could 
 from __future__ import annotations
 
 import math
-import socket
 from typing import Any
-from urllib.parse import urlparse
 
 from bench import BenchError
 from bench.spec import COORDINATOR_CPU, Resources
@@ -71,15 +69,12 @@ def infeasible(need: list[dict[str, float]], node_types: list[NodeType]) -> str 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """An unreachable tracking server fails in seconds, before Ray starts (MLflow's client retries for minutes)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    u = urlparse(uri)
-    port = u.port or (443 if u.scheme == "https" else 80)
+    from bench import track
+
     try:
-        socket.create_connection((u.hostname or "", port), timeout=timeout).close()
-    except OSError as e:
-        raise PlacementError(f"cannot reach the tracking server at {uri}: {e.strerror or e} (start it with "
-                             "'bench server', or pass another --tracking-uri)") from None
+        track.check_server(uri, timeout)
+    except track.TrackingError as e:
+        raise PlacementError(str(e)) from None
 
 
 def check_shared_store(uri: str, alive_nodes: int) -> None:

@@ -229,22 +229,23 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         sinks.append(lambda rec, step: tracker.log_metrics(rec, step))
     # Every rank reports (Train v2 wants the same number of reports from each); Tune sees rank 0's.
     sinks.append(lambda rec, step: ray.train.report({**rec, "step": step, "run_id": run_id}))
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-r{rank}-"))
     strategy = RayDDPStrategy(find_unused_parameters=trial.method == "fitnet")  # the hint stage skips the head
     ctx_dist = Distributed(rank, world, ray.train.torch.get_device(),
                            {"strategy": strategy, "plugins": [RayLightningEnvironment()], "devices": "auto",
                             "use_distributed_sampler": False}, prepare_trainer)
-    res = run_trial(trial, data, sinks=sinks, workdir=work, teacher_state=config.get("teacher_state"),
-                    save_checkpoint=config["save_checkpoint"] and rank == 0, dist=ctx_dist)
-    mine = {**res.rank, "device": res.device, "node_id": ray.get_runtime_context().get_node_id()}
-    everyone: list[dict | None] = [None] * world
-    dist.all_gather_object(everyone, mine)
-    if rank != 0:
-        return None
-    if res.checkpoint is not None and tracker is not None:
-        # The Tune trial may sit on another node: rank 0 logs the weights itself.
-        tracker.log_artifact(res.checkpoint, config["checkpoint_dir"])
-    return {"final": res.final, "history": res.history, "device": res.device, "ranks": everyone}
+    # The rank's scratch (rank 0's final weights until they are logged) goes when the rank ends, however.
+    with tempfile.TemporaryDirectory(prefix=f"bench-{trial.cell}-r{rank}-", ignore_cleanup_errors=True) as work:
+        res = run_trial(trial, data, sinks=sinks, workdir=Path(work), teacher_state=config.get("teacher_state"),
+                        save_checkpoint=config["save_checkpoint"] and rank == 0, dist=ctx_dist)
+        mine = {**res.rank, "device": res.device, "node_id": ray.get_runtime_context().get_node_id()}
+        everyone: list[dict | None] = [None] * world
+        dist.all_gather_object(everyone, mine)
+        if rank != 0:
+            return None
+        if res.checkpoint is not None and tracker is not None:
+            # The Tune trial may sit on another node: rank 0 logs the weights itself.
+            tracker.log_artifact(res.checkpoint, config["checkpoint_dir"])
+        return {"final": res.final, "history": res.history, "device": res.device, "ranks": everyone}
 
 
 def _tune_callbacks() -> list:

@@ -102,6 +102,13 @@ def trainable(config: dict[str, Any], data=None) -> None:
 
     cfg = config["cfg"]
     trial = Trial.from_dict(cfg["trial"])
+    # The trial's scratch (curve.csv, a teacher's download, a retry's copy of its checkpoint) goes with it,
+    # however it ends; what outlives the trial is in MLflow and cfg["ckpt_dir"].
+    with tempfile.TemporaryDirectory(prefix=f"bench-{trial.cell}-", ignore_cleanup_errors=True) as scratch:
+        _run(trial, cfg, data, Path(scratch))
+
+
+def _run(trial: Trial, cfg: dict[str, Any], data, work: Path) -> None:
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])
     try:
         # An earlier attempt left its pid: this is a retry, with a checkpoint to resume from or not (a kill
@@ -113,7 +120,6 @@ def trainable(config: dict[str, Any], data=None) -> None:
         classes = {"num_classes": data.num_classes} if getattr(data, "num_classes", None) else {}
         tracker.set_tags({"host": platform.node(), "pid": os.getpid(), "torch": torch.__version__,
                           "lightning": lightning.__version__, **ray_exec.node_info(), **again, **classes})
-        work = Path(tempfile.mkdtemp(prefix=f"bench-{trial.cell}-"))
         res = _train(trial, data, cfg, tracker, work)
         tracker.set_tags({"device": res.device})
         f = res.final

@@ -21,7 +21,7 @@ import bench as bench_pkg
 from fixtures_data import write_cifar10, write_poisoned_pickle
 
 
-def bench(*args, cwd=None):
+def bench(*args, cwd=None, timeout=None):   # timeout: kept for call sites; in-process calls have none
     from bench.cli import main
 
     out, err = io.StringIO(), io.StringIO()

@@ -188,7 +188,9 @@ def test_a_trial_leaves_no_scratch_directory_however_it_ends(synth, tmp_path, mo
         (workdir / "partial").write_text("x")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(worker, "run_trial", interrupted)
+    import bench.train.fit
+
+    monkeypatch.setattr(bench.train.fit, "run_trial", interrupted)   # worker imports it where a trial runs
     with pytest.raises(KeyboardInterrupt):
         run(_trial(epochs=1))
     assert seen and seen[0].parent == tmp and not seen[0].exists()

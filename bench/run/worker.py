@@ -94,12 +94,6 @@ def _train(trial: Trial, data, cfg: dict[str, Any], tracker: track.TrialTracker,
 
 def trainable(config: dict[str, Any], data=None) -> None:
     mark("worker.trainable")
-    import lightning
-    import torch
-
-    from bench.train.fit import history_csv
-    from bench.train.module import Diverged
-
     cfg = config["cfg"]
     trial = Trial.from_dict(cfg["trial"])
     # The trial's scratch (curve.csv, a teacher's download, a retry's copy of its checkpoint) goes with it,
@@ -109,6 +103,12 @@ def trainable(config: dict[str, Any], data=None) -> None:
 
 
 def _run(trial: Trial, cfg: dict[str, Any], data, work: Path) -> None:
+    import lightning
+    import torch
+
+    from bench.train.fit import history_csv
+    from bench.train.module import Diverged
+
     tracker = track.TrialTracker(cfg["uri"], cfg["run_id"])
     try:
         # An earlier attempt left its pid: this is a retry, with a checkpoint to resume from or not (a kill

@@ -2,7 +2,8 @@
 
 The job ships the `bench` package as a runtime-env module (from a checkout or a wheel install alike) and the
 suite's YAML file as its working dir, and runs `python -m bench.cli run SUITE.yaml ... --address auto` on the
-head. The submitter validates the suite (and plans it) first, so a malformed suite never reaches the cluster.
+head. The submitter validates the suite (and plans it) and checks what it can see of the cluster first, so a
+malformed suite or a cluster it would refuse gets no job.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def _info(c, job_id: str):
         raise JobError(f"job {job_id}: {_one_line(e)}") from None
 
 
+def _dashboard_json(addr: str, path: str, timeout: float = 10.0) -> Any:
+    import requests
+
+    r = requests.get(f"{addr}{path}", timeout=timeout)
+    r.raise_for_status()
+    return r.json()
+
+
+def alive_nodes(addr: str) -> int | None:
+    """How many nodes the cluster has now, from the dashboard's state API (the submitter never joins the
+    cluster); None when it cannot tell."""
+    try:
+        found = _dashboard_json(addr, "/api/v0/nodes?limit=10000")["data"]["result"]["result"]
+        return sum(1 for n in found if n.get("state") == "ALIVE")
+    except Exception:  # noqa: BLE001 - an older or trimmed dashboard: the job's own check still applies
+        return None
+
+
 def default_tracking_uri(address: str) -> str:
     """The cluster's tracking server: BENCH_TRACKING_URI on the head, else port 5000 on the head's host."""
     host = urlparse(address).hostname or "127.0.0.1"
@@ -115,6 +134,11 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
     plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)))
     addr = resolve_address(address)
     c = client(addr)
+    nodes = alive_nodes(addr)
+    if storage is None and nodes is not None and nodes > 1:
+        # bench run would refuse this inside the job; say it now, before a job exists.
+        raise JobError(f"the Ray cluster at {addr} has {nodes} nodes: pass --storage PATH, a path every node "
+                       "shares (NFS), where trial checkpoints live")
     work = Path(tempfile.mkdtemp(prefix="bench-job-"))
     try:
         shutil.copy(resolve_path(suite_ref), work / f"{suite.name}.yaml")

@@ -1,8 +1,8 @@
-"""What `bench submit` checks against a real cluster before it creates a job.
+"""What `bench submit` checks against a real cluster before it creates a job, and which interpreter the job gets.
 
-One two-node cluster on this machine, started the way a user would: `<venv>/bin/ray start` with a PATH whose
-first `python` is a bare interpreter that lacks bench's dependencies (the venv is not activated). The submitter
-only talks to the dashboard's REST API; it never joins the cluster.
+One two-node cluster on this machine, started the way a user hit both defects: `<venv>/bin/ray start` with a
+PATH whose first `python` is a bare interpreter that lacks bench's dependencies (the venv is not activated).
+The submitter only talks to the dashboard's REST API; it never joins the cluster.
 """
 
 from __future__ import annotations
@@ -126,3 +126,22 @@ def test_multi_node_cluster_without_storage_is_refused_before_a_job_exists(cl, t
     assert lines[0].startswith("bench: error: ") and "2 nodes" in lines[0] and "--storage" in lines[0], lines
     assert r.stdout == "" and _job_ids(jobs) == before
     print(f"\nrefused in {took:.1f} s")
+
+
+@pytest.mark.slow
+def test_the_job_runs_under_the_workers_interpreter_not_the_first_python_on_path(cl, tmp_path):
+    """Before: the job ran the bare `python` and failed with ModuleNotFoundError: No module named 'rich'."""
+    from mlflow.tracking import MlflowClient
+    from ray.job_submission import JobSubmissionClient
+
+    jobs, tracking = cl
+    r = _bench(["submit", "quickstart", "--profile", "smoke", "--cells", "resnet20", "--seeds", "1", "--wait",
+                "--address", jobs, "--tracking-uri", tracking, "--storage", str(tmp_path / "shared")], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = r.stdout.splitlines()[0].strip()
+    exe = JobSubmissionClient(jobs).get_job_info(job_id).entrypoint.split()[0]
+    assert Path(exe).parent == BIN, exe                      # the venv's interpreter, as Ray's workers run it
+    c = MlflowClient(tracking)
+    exp = c.get_experiment_by_name("bench/quickstart")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`bench.kind` = 'trial'")
+    assert [(x.data.tags["bench.cell"], x.info.status) for x in runs] == [("resnet20", "FINISHED")]

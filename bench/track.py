@@ -258,6 +258,8 @@ def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: st
         f"{T}kind": PARENT, f"{T}suite": suite, f"{T}profile": profile, f"{T}dataset": dataset,
         f"{T}git_commit": git_commit(), f"{T}host": platform.node(), f"{T}argv": " ".join(argv)[:5000],
         f"{T}driver": f"{platform.node()}:{os.getpid()}",
+        # Beating from its first moment: a driver on another host must never see it without a heartbeat.
+        f"{T}heartbeat": f"{time.time():.0f}",
     })
     ts = _now()
     retry(c.log_batch, run_id, metrics=[Metric("trials", n_trials, ts, 0), Metric("trials_skipped", n_skipped, ts, 0)])
@@ -367,6 +369,34 @@ def driver_alive(uri: str, parent_id: str | None, live_s: float) -> bool:
             return True
     beat = tags.get(f"{T}heartbeat")
     return bool(beat) and time.time() - float(beat) < live_s
+
+
+def end_dead_parents(uri: str, exp_id: str, live_s: float) -> list[str]:
+    """End KILLED every parent run left RUNNING by a `bench run` that is gone (kill -9, a crashed host): nothing
+    else would ever end it, whether its trials were then continued or had all finished. It ends at its last
+    heartbeat, about when its driver died. Returns the run ids it ended."""
+    c = client(uri)
+    open_parents, token = [], None
+    while True:   # all pages first: ending runs while paging through a status filter would shift the pages
+        page = retry(c.search_runs, [exp_id], filter_string=f"tags.`{T}kind` = '{PARENT}' and "
+                     "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
+        open_parents += list(page)
+        token = page.token
+        if not token:
+            break
+    ended = []
+    for r in open_parents:
+        if driver_alive(uri, r.info.run_id, live_s):
+            continue
+        try:
+            end_ms = max(int(float(r.data.tags[f"{T}heartbeat"]) * 1000), r.info.start_time or 0)
+        except (KeyError, ValueError):
+            end_ms = None
+        retry(c.set_tag, r.info.run_id, f"{T}error", "driver lost (its process is gone or its heartbeat "
+              "stopped); ended by a later bench run")
+        retry(c.set_terminated, r.info.run_id, status="KILLED", end_time=end_ms)
+        ended.append(r.info.run_id)
+    return ended
 
 
 def reopen_run(uri: str, run_id: str, parent_id: str) -> None:

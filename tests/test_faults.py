@@ -63,11 +63,11 @@ def _bench(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal, **kw)
 
 
-def _runs(uri: str) -> list:
+def _runs(uri: str, kind: str = "trial") -> list:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("bench/faults")
     return [] if exp is None else [r for r in c.search_runs([exp.experiment_id])
-                                   if r.data.tags.get("bench.kind") == "trial"]
+                                   if r.data.tags.get("bench.kind") == kind]
 
 
 def _wait(pred, timeout: float, what: str):
@@ -210,7 +210,7 @@ def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
 
     # Ctrl-C: one line, exit 130, every unfinished run KILLED.
     p = _bench(args, tmp_path)
-    _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 120, "a first epoch")
+    _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 240, "a first epoch")
     p.send_signal(signal.SIGINT)
     code, out, err = _finish(p, 60)
     assert code == 130, out + err
@@ -220,10 +220,11 @@ def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
 
     # The next run continues those runs from their checkpoints; then it is killed -9 mid-run.
     p = _bench(args, tmp_path)
-    _wait(lambda: any(r.data.tags.get("bench.retries") == "1" for r in _runs(uri)), 120, "a resumed trial")
+    _wait(lambda: any(r.data.tags.get("bench.retries") == "1" for r in _runs(uri)), 240, "a resumed trial")
     code, out, err = _kill_driver(p)
     assert {r.info.run_id for r in _runs(uri)} == set(first)   # continued, not duplicated
     assert sum(r.info.status == "FINISHED" for r in _runs(uri)) < 2, "the kill came too late to test anything"
+    (killed,) = [r.info.run_id for r in _runs(uri, "parent") if r.info.status == "RUNNING"]
 
     # A dead driver's runs are recognised, ended KILLED and resumed, from their newest checkpoints.
     p = _bench(args, tmp_path)
@@ -236,6 +237,9 @@ def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
     for r in runs:
         hist = MlflowClient(uri).get_metric_history(r.info.run_id, "train_loss")
         assert sorted(h.step for h in hist) == [16 * i for i in range(1, 7)]
+    # The killed driver's parent run, which the MLflow UI shows, is ended too; no parent is left RUNNING.
+    parents = {r.info.run_id: r.info.status for r in _runs(uri, "parent")}
+    assert len(parents) == 3 and parents[killed] == "KILLED" and "RUNNING" not in parents.values(), parents
 
 
 def _kill_driver(p: subprocess.Popen) -> tuple[int, str, str]:

@@ -240,3 +240,49 @@ def test_create_run_retry_finds_the_committed_run(store, fast_retry, monkeypatch
     rid = track._create_run(c, exp, "r", {"bench.kind": "trial"})
     assert len(failed) == 1
     assert [r.info.run_id for r in c.search_runs([exp])] == [rid]
+
+
+# ---- parent runs of drivers that died ----------------------------------------------------------------------------
+
+def test_dead_drivers_parent_runs_end_killed_and_live_ones_stay(store):
+    """Parents fabricated in a real store: one whose driver process on this host is gone, one from another host
+    whose heartbeat stopped long ago, one from another host beating now, this live process's own, and one that
+    already ended. Only the first two are ended, KILLED at their last heartbeat; a second sweep finds none."""
+    import os
+    import platform
+    import subprocess
+
+    uri = _uri(store)
+    exp = track.ensure_experiment(uri, "orphans")
+    c = track.client(uri)
+
+    def parent(driver: str, beat: float | None) -> str:
+        rid = track.start_parent(uri, exp, suite="orphans", profile="p", dataset="synthetic", argv=["test"],
+                                 n_trials=1, n_skipped=0)
+        c.set_tag(rid, "bench.driver", driver)
+        if beat is not None:
+            c.set_tag(rid, "bench.heartbeat", f"{beat:.0f}")
+        elif "bench.heartbeat" in c.get_run(rid).data.tags:
+            c.delete_tag(rid, "bench.heartbeat")
+        return rid
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                 # a pid that was a process and is not any more
+    now = time.time()
+    dead_here = parent(f"{platform.node()}:{gone.pid}", int(now) + 2)   # its last beat, after its start
+    dead_there = parent("other-host:4242", now - 3600)
+    silent_there = parent("other-host:4243", None)      # no heartbeat at all: nothing says it lives
+    live_there = parent("other-host:4244", now)
+    mine = parent(f"{platform.node()}:{os.getpid()}", now - 3600)   # a live process here: beats don't matter
+    done = parent("other-host:4245", now - 3600)
+    track.end_run(uri, done, "FINISHED")
+
+    assert sorted(track.end_dead_parents(uri, exp, live_s=60)) == sorted([dead_here, dead_there, silent_there])
+    runs = {rid: c.get_run(rid) for rid in (dead_here, dead_there, silent_there, live_there, mine, done)}
+    assert {rid: r.info.status for rid, r in runs.items()} == {
+        dead_here: "KILLED", dead_there: "KILLED", silent_there: "KILLED", live_there: "RUNNING",
+        mine: "RUNNING", done: "FINISHED"}
+    assert "driver lost" in runs[dead_here].data.tags["bench.error"]
+    assert runs[dead_here].info.end_time == (int(now) + 2) * 1000                 # at its last heartbeat
+    assert runs[dead_there].info.end_time == runs[dead_there].info.start_time   # never before it started
+    assert track.end_dead_parents(uri, exp, live_s=60) == []

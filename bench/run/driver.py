@@ -204,6 +204,7 @@ def pending(st: RunState) -> None:
     """What is left to run; says which finished runs it reuses (and from which commits), what another driver
     holds, and what resumes from a checkpoint."""
     st.todo = _claim(st, [t for t in st.plan.trials if t.config_hash not in st.done])
+    lost = track.end_dead_parents(st.uri, st.exp, LIVE_S)   # their trial runs: _claim, just now
     st.summary.skipped = len(st.plan.trials) - len(st.todo)
     st.console.print(f"{st.plan.summary()}; tracking {st.uri}", highlight=False)
     commits: dict[str, int] = {}
@@ -216,6 +217,8 @@ def pending(st: RunState) -> None:
                           for c, n in sorted(commits.items()))
         st.console.print(f"skipping {sum(commits.values())} trial(s) already FINISHED with the same config hash "
                          f"({where})", highlight=False)
+    if lost:
+        st.console.print(f"ended KILLED {len(lost)} parent run(s) left RUNNING by a bench run that died")
     if st.held:
         st.console.print(f"leaving {len(st.held)} trial(s) to another bench run that is running them now")
     resumed = [f"{t.name} from epoch {m['epoch']}" for t in st.todo

@@ -2,7 +2,8 @@
 
 The job ships the `bench` package as a runtime-env module (from a checkout or a wheel install alike) and the
 suite's YAML file as its working dir, and runs `python -m bench.cli run SUITE.yaml ... --address auto` on the
-head. The submitter validates the suite (and plans it) first, so a malformed suite never reaches the cluster.
+head, under the interpreter Ray's workers run there. The submitter validates the suite (and plans it) and
+checks what it can see of the cluster first, so a malformed suite or a cluster it would refuse gets no job.
 """
 
 from __future__ import annotations
@@ -79,6 +80,41 @@ def _info(c, job_id: str):
         raise JobError(f"job {job_id}: {_one_line(e)}") from None
 
 
+def _dashboard_json(addr: str, path: str, timeout: float = 10.0) -> Any:
+    import requests
+
+    r = requests.get(f"{addr}{path}", timeout=timeout)
+    r.raise_for_status()
+    return r.json()
+
+
+def alive_nodes(addr: str) -> int | None:
+    """How many nodes the cluster has now, from the dashboard's state API (the submitter never joins the
+    cluster); None when it cannot tell."""
+    try:
+        found = _dashboard_json(addr, "/api/v0/nodes?limit=10000")["data"]["result"]["result"]
+        return sum(1 for n in found if n.get("state") == "ALIVE")
+    except Exception:  # noqa: BLE001 - an older or trimmed dashboard: the job's own check still applies
+        return None
+
+
+def head_python(addr: str) -> str | None:
+    """The interpreter Ray's workers run on the head, where the job's driver runs: the raylet's
+    --python_worker_command, from the command line the dashboard's node summary shows. Not `python` on the
+    head's PATH, which is whatever came first when `ray start` ran (a system Python without bench's deps,
+    when Ray was started as .venv/bin/ray). None when the dashboard does not say."""
+    try:
+        for node in _dashboard_json(addr, "/nodes?view=summary")["data"]["summary"]:
+            if not (node.get("raylet") or {}).get("isHeadNode"):
+                continue
+            for arg in node.get("cmdline") or []:
+                if arg.startswith("--python_worker_command="):
+                    return shlex.split(arg.partition("=")[2])[0]
+    except Exception:  # noqa: BLE001 - a field the dashboard marks deprecated; if it goes, PATH's python
+        return None
+    return None
+
+
 def default_tracking_uri(address: str) -> str:
     """The cluster's tracking server: BENCH_TRACKING_URI on the head, else port 5000 on the head's host."""
     host = urlparse(address).hostname or "127.0.0.1"
@@ -86,7 +122,7 @@ def default_tracking_uri(address: str) -> str:
 
 
 def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
-               tracking_uri: str, storage: str | None) -> str:
+               tracking_uri: str, storage: str | None, python: str = "python") -> str:
     args = ["run", suite_file, "--profile", profile, "--address", "auto"]
     if dataset:
         args += ["--dataset", dataset]
@@ -100,7 +136,7 @@ def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int
     uri = f'"{tracking_uri}"' if tracking_uri.startswith("${") else shlex.quote(tracking_uri)
     # Without --storage, the head's BENCH_STORAGE (a path every node shares) names where checkpoints live.
     default_storage = "" if storage else ' ${BENCH_STORAGE:+--storage "$BENCH_STORAGE"}'
-    return f"python -m bench.cli {shlex.join(args)} --tracking-uri {uri}{default_storage}"
+    return f"{shlex.quote(python)} -m bench.cli {shlex.join(args)} --tracking-uri {uri}{default_storage}"
 
 
 def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
@@ -115,13 +151,22 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
     plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)))
     addr = resolve_address(address)
     c = client(addr)
+    nodes = alive_nodes(addr)
+    if storage is None and nodes is not None and nodes > 1:
+        # bench run would refuse this inside the job; say it now, before a job exists.
+        raise JobError(f"the Ray cluster at {addr} has {nodes} nodes: pass --storage PATH, a path every node "
+                       "shares (NFS), where trial checkpoints live")
+    python = head_python(addr)
+    if python is None:
+        print(f"bench: note: the dashboard at {addr} does not say which Python its workers run; the job runs "
+              "`python` from the head's PATH", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="bench-job-"))
     try:
         shutil.copy(resolve_path(suite_ref), work / f"{suite.name}.yaml")
         job_id = f"bench-{suite.name}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         uri = tracking_uri or default_tracking_uri(addr)
         cmd = entrypoint(f"{suite.name}.yaml", profile=profile, dataset=dataset, seeds=seeds, cells=cells,
-                         tracking_uri=uri, storage=storage)
+                         tracking_uri=uri, storage=storage, python=python or "python")
         meta = {"bench_suite": suite.name, "bench_profile": profile, "bench_dataset": plan.dataset,
                 "bench_trials": str(len(plan.trials)), "bench_tracking_uri": uri}
         try:

@@ -88,12 +88,16 @@ def _get_json(url: str, timeout: float = 2.0):
         return json.loads(r.read().decode())
 
 
-def _wait(cond, what: str, timeout: float, procs: list[subprocess.Popen]) -> None:
+def _wait(cond, what: str, timeout: float, procs: list[subprocess.Popen], logs: Path | None = None) -> None:
     end = time.time() + timeout
     while time.time() < end:
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{what}: a process exited early with {p.returncode}")
+                tail = ""
+                if logs is not None:
+                    tail = "".join(f"\n--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-20:])
+                                   for f in sorted(logs.glob("*.out")))
+                raise RuntimeError(f"{what}: a process exited early with {p.returncode}{tail}")
         try:
             if cond():
                 return
@@ -131,12 +135,24 @@ def _node_args(temp: Path, ports: list[int]) -> list[str]:
 
 @contextmanager
 def local_cluster():
-    """Head (1 CPU, 1 declared GPU, dashboard + Jobs API) and a worker node (1 CPU, 1 declared GPU), each with its own temp dir and agent
-    ports, plus `bench server` on a free port. Yields a LocalCluster; tears everything down by PID."""
+    """Head (1 CPU, 1 declared GPU, dashboard + Jobs API) and a worker node (1 CPU, 1 declared GPU), each with its
+    own temp dir and agent ports, plus `bench server` on a free port. Yields a LocalCluster; tears everything down
+    by PID.
+
+    Ray starts the way a user hit two defects: `<venv>/bin/ray start` with a PATH whose first `python` is a bare
+    interpreter without bench's dependencies (the venv not activated). Every job on this cluster then shows that
+    `bench submit` runs its job under the workers' interpreter, not the first python on the head's PATH."""
     root = Path(tempfile.mkdtemp(prefix="bench-cl-", dir="/tmp"))   # short: Ray's socket paths have a length cap
     ports = free_ports(19)
     gcs, dash, client, server_port = ports[:4]
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip",
+                    str(root / "bare")], check=True)
     env = clean_env()
+    env["PATH"] = f"{root / 'bare' / 'bin'}{os.pathsep}{env['PATH']}"
+    # On 2 busy cores a raylet can take more than Ray's 10 s to register, and the dashboard's modules more than
+    # their 30 s to start: both made `ray start` exit 1 under load here.
+    env.update(RAY_raylet_start_wait_time_s="120", RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT="120",
+               RAY_DASHBOARD_STARTUP_TIMEOUT_S="180")
     ray = str(BIN / "ray")
     cl = LocalCluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", f"http://127.0.0.1:{server_port}", root)
     logs = root / "logs"
@@ -153,15 +169,15 @@ def local_cluster():
              "--workers", "1"],
             env=bench_env(), cwd=root, stdout=open(logs / "server.out", "w"), stderr=subprocess.STDOUT)
         cl.procs.append(server)
-        _wait(lambda: _get_json(f"{cl.jobs}/api/version"), "ray head", 180, cl.procs)
+        _wait(lambda: _get_json(f"{cl.jobs}/api/version"), "ray head", 240, cl.procs, logs)
         worker = subprocess.Popen(
             [ray, "start", "--address", cl.gcs, "--node-ip-address", "127.0.0.1",
              *_node_args(root / "w", ports[11:18])],
             env=env, cwd=root, stdout=open(logs / "worker.out", "w"), stderr=subprocess.STDOUT)
         cl.procs.append(worker)
-        _wait(lambda: cl.alive_nodes() >= 2, "ray worker node", 180, cl.procs)
+        _wait(lambda: cl.alive_nodes() >= 2, "ray worker node", 240, cl.procs, logs)
         _wait(lambda: urllib.request.urlopen(f"{cl.tracking}/health", timeout=2).status == 200,
-              "bench server", 120, cl.procs)
+              "bench server", 120, cl.procs, logs)
         yield cl
     finally:
         stop_trees(cl.procs)

@@ -254,11 +254,34 @@ def test_submit_wait_runs_trials_on_both_nodes(cl, tmp_path):
     assert MlflowClient(cl.tracking).get_experiment_by_name("bench/quickstart").artifact_location.startswith(
         "mlflow-artifacts:")
 
+    # The head's PATH starts with a bare python (fixtures_cluster): the job ran under the workers' interpreter,
+    # the venv's, where it used to run the bare one and fail with No module named 'rich'.
+    from ray.job_submission import JobSubmissionClient
+
+    from tests.fixtures_cluster import BIN
+
+    exe = JobSubmissionClient(cl.jobs).get_job_info(job_id).entrypoint.split()[0]
+    assert Path(exe).parent == BIN, exe
+
     lst = _bench(["jobs", "--address", cl.jobs], tmp_path)
     row = next(ln for ln in lst.stdout.splitlines() if ln.startswith(job_id))
     assert "quickstart" in row and "smoke" in row and "SUCCEEDED" in row
     st = _bench(["status", job_id, "--address", cl.jobs], tmp_path)
     assert st.returncode == 0 and "SUCCEEDED" in st.stdout
+
+
+@pytest.mark.slow
+def test_multi_node_cluster_without_storage_is_refused_before_a_job_exists(cl, tmp_path):
+    """bench submit counts the nodes through the dashboard (it never joins the cluster) and refuses at once; the
+    job used to be created and fail 24 s later inside `bench run`."""
+    from ray.job_submission import JobSubmissionClient
+
+    before = {j.submission_id for j in JobSubmissionClient(cl.jobs).list_jobs()}
+    r = _bench(["submit", "quickstart", "--profile", "smoke", "--address", cl.jobs, "--tracking-uri", cl.tracking],
+               tmp_path)
+    line = _error_line(r)
+    assert "2 nodes" in line and "--storage" in line and r.stdout == ""
+    assert {j.submission_id for j in JobSubmissionClient(cl.jobs).list_jobs()} == before
 
 
 def _slow_suite(tmp_path):

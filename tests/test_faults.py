@@ -208,39 +208,49 @@ def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", str(suite), "--num-cpus", "2"]
 
-    # Ctrl-C: one line, exit 130, every unfinished run KILLED.
-    p = _bench(args, tmp_path)
-    _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 240, "a first epoch")
-    p.send_signal(signal.SIGINT)
-    code, out, err = _finish(p, 60)
-    assert code == 130, out + err
-    assert err.strip().count("\n") == 0 and "interrupted" in err
-    first = {r.info.run_id: r.info.status for r in _runs(uri)}
-    assert len(first) == 2 and all(s == "KILLED" for s in first.values()), first
+    started: list[subprocess.Popen] = []
 
-    # The next run continues those runs from their checkpoints; then it is killed -9 mid-run.
-    p = _bench(args, tmp_path)
-    _wait(lambda: any(r.data.tags.get("bench.retries") == "1" for r in _runs(uri)), 240, "a resumed trial")
-    code, out, err = _kill_driver(p)
-    assert {r.info.run_id for r in _runs(uri)} == set(first)   # continued, not duplicated
-    assert sum(r.info.status == "FINISHED" for r in _runs(uri)) < 2, "the kill came too late to test anything"
-    (killed,) = [r.info.run_id for r in _runs(uri, "parent") if r.info.status == "RUNNING"]
+    def start() -> subprocess.Popen:
+        started.append(_bench(args, tmp_path))
+        return started[-1]
 
-    # A dead driver's runs are recognised, ended KILLED and resumed, from their newest checkpoints.
-    p = _bench(args, tmp_path)
-    code, out, err = _finish(p)
-    assert code == 0, out + err
-    assert "resuming" in out and "from epoch" in out, out
-    runs = _runs(uri)
-    assert {r.info.run_id for r in runs} == set(first) and all(r.info.status == "FINISHED" for r in runs)
-    assert _duplicate_rows(tmp_path / "mlflow.db") == 0
-    for r in runs:
-        hist = MlflowClient(uri).get_metric_history(r.info.run_id, "train_loss")
-        assert sorted(h.step for h in hist) == [16 * i for i in range(1, 7)]
-    # The killed driver's parent run, which the MLflow UI shows, is ended too; no parent is left RUNNING.
-    parents = {r.info.run_id: r.info.status for r in _runs(uri, "parent")}
-    assert len(parents) == 3 and parents[killed] == "KILLED" and "RUNNING" not in parents.values(), parents
+    try:
+        # Ctrl-C: one line, exit 130, every unfinished run KILLED.
+        p = start()
+        _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 240, "a first epoch")
+        p.send_signal(signal.SIGINT)
+        code, out, err = _finish(p, 60)
+        assert code == 130, out + err
+        assert err.strip().count("\n") == 0 and "interrupted" in err
+        first = {r.info.run_id: r.info.status for r in _runs(uri)}
+        assert len(first) == 2 and all(s == "KILLED" for s in first.values()), first
 
+        # The next run continues those runs from their checkpoints; then it is killed -9 mid-run.
+        p = start()
+        _wait(lambda: any(r.data.tags.get("bench.retries") == "1" for r in _runs(uri)), 240, "a resumed trial")
+        code, out, err = _kill_driver(p)
+        assert {r.info.run_id for r in _runs(uri)} == set(first)   # continued, not duplicated
+        assert sum(r.info.status == "FINISHED" for r in _runs(uri)) < 2, "the kill came too late to test anything"
+        (killed,) = [r.info.run_id for r in _runs(uri, "parent") if r.info.status == "RUNNING"]
+
+        # A dead driver's runs are recognised, ended KILLED and resumed, from their newest checkpoints.
+        p = start()
+        code, out, err = _finish(p)
+        assert code == 0, out + err
+        assert "resuming" in out and "from epoch" in out, out
+        runs = _runs(uri)
+        assert {r.info.run_id for r in runs} == set(first) and all(r.info.status == "FINISHED" for r in runs)
+        assert _duplicate_rows(tmp_path / "mlflow.db") == 0
+        for r in runs:
+            hist = MlflowClient(uri).get_metric_history(r.info.run_id, "train_loss")
+            assert sorted(h.step for h in hist) == [16 * i for i in range(1, 7)]
+        # The killed driver's parent run, which the MLflow UI shows, is ended too; no parent is left RUNNING.
+        parents = {r.info.run_id: r.info.status for r in _runs(uri, "parent")}
+        assert len(parents) == 3 and parents[killed] == "KILLED" and "RUNNING" not in parents.values(), parents
+    finally:   # a failed wait must not leave a driver and its embedded Ray running
+        from fixtures_cluster import stop_trees
+
+        stop_trees([d for d in started if d.poll() is None])
 
 def _kill_driver(p: subprocess.Popen) -> tuple[int, str, str]:
     """kill -9 of `bench run`, then of whatever of its embedded Ray outlives it (Ray's dashboard and

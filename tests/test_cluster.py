@@ -419,8 +419,9 @@ def test_a_data_parallel_trial_spans_both_nodes(cl, tmp_path):
     assert [h.step for h in c.get_metric_history(run.info.run_id, "test_error")] == [2, 3]
     assert [a.path for a in c.list_artifacts(run.info.run_id)] == ["curve.csv"]
     # Rank 0's reports reached the Tune trial through Ray Train; the last one is the final evaluation after fit.
-    (result,) = (tmp_path / "shared" / "ray_results").rglob("result.json")
-    last = json.loads(result.read_text().strip().splitlines()[-1])
+    (state,) = (tmp_path / "shared" / "ray_results").rglob("experiment_state-*.json")
+    ((_, meta),) = json.loads(state.read_text())["trial_data"]
+    last = json.loads(meta)["last_result"]
     assert last["run_id"] == run.info.run_id and last["step"] == 3 and "test_error" in last
 
 

@@ -101,9 +101,10 @@ def designs_of(parents: pd.DataFrame, profile: str, dataset: str) -> list[Design
     return list(dict.fromkeys(Design(int(r[first]), int(r[most])) for _, r in df.iterrows()))
 
 
-def judge_store(suite: Suite, uri: str, profile: str, dataset: str, design: Design) -> list[dict]:
-    """The claims of the suite's runs in the store, judged with a sequential design: what `bench run
-    --until-decided` decides its next wave from. MLflow through bench.track, as build_report."""
+def judge_store(suite: Suite, uri: str, profile: str, dataset: str,
+                design: Design) -> tuple[list[dict], pd.DataFrame]:
+    """The claims of the suite's runs in the store, judged with a sequential design, and the runs they were
+    judged on: what `bench run --until-decided` decides its next wave from. MLflow through bench.track."""
     from bench import track
 
     runs = track.load_runs(uri, suite.name)
@@ -115,7 +116,7 @@ def judge_store(suite: Suite, uri: str, profile: str, dataset: str, design: Desi
         if cl.metric.startswith("iters_to:"):
             wanted |= set(curve_metrics(cl.metric))
     curves = track.load_curves(uri, used["run_id"].tolist(), metrics=tuple(sorted(wanted))) if wanted else None
-    return check_claims(suite, used, curves, profile=profile, design=design)
+    return check_claims(suite, used, curves, profile=profile, design=design), used
 
 
 def search_target(suite: Suite, profile: str) -> tuple[str, str] | None:

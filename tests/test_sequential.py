@@ -37,14 +37,21 @@ def sims():
 
 # ---- boundaries ---------------------------------------------------------------------------------------------------
 
-def test_boundaries_match_published_ones():
-    # Lan-DeMets O'Brien-Fleming-type, one-sided: SeqBounds.jl's documented example (looks at 1/4..1, alpha 0.05)
-    # and gsDesign's sfLDOF bounds for 5 equally spaced looks at alpha 0.025.
+def test_boundaries_match_published_ones_and_the_z_process():
+    # Lan-DeMets O'Brien-Fleming-type, one-sided: SeqBounds.jl's documented example (looks at 1/4..1, alpha 0.05).
     assert sq.z_bounds((0.25, 0.5, 0.75, 1.0), 0.05) == pytest.approx([3.74955, 2.53993, 2.01604, 1.72014],
-                                                                       abs=2e-4)
-    assert sq.z_bounds((0.2, 0.4, 0.6, 0.8, 1.0), 0.025) == pytest.approx([4.8769, 3.3569, 2.6803, 2.2898, 2.0310],
-                                                                           abs=5e-4)
+                                                                       abs=1e-4)
     assert sq.spend(1.0, 0.05) == pytest.approx(0.05) and sq.spend(0.0, 0.05) == 0
+    # Brownian motion at 5 equal looks: the first crossings spend what the spending function says, look by look.
+    t = (0.2, 0.4, 0.6, 0.8, 1.0)
+    b = sq.z_bounds(t, 0.025)
+    s = np.cumsum(np.random.default_rng(1).standard_normal((400_000, 5)) * math.sqrt(0.2), axis=1)
+    cross = s / np.sqrt(t) > b
+    first = np.where(cross.any(axis=1), cross.argmax(axis=1), -1)
+    want = np.diff(np.r_[0.0, sq.spend(np.asarray(t), 0.025)])
+    got = np.array([(first == k).mean() for k in range(5)])
+    assert got == pytest.approx(want, abs=4 * math.sqrt(0.025 / 400_000))
+    assert cross.any(axis=1).mean() == pytest.approx(0.025, abs=0.001)
 
 
 def test_thresholds_rise_over_the_looks_and_stay_below_alpha():

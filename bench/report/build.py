@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,10 +19,12 @@ from bench import BenchError
 from bench.report.claims import check_claims
 from bench.report.plots import figure_metrics, plot_curves
 from bench.report.render import ReportData, render_html, render_markdown
-from bench.report.sequential import Design
 from bench.report.tables import (TAG, cell_stats, curve_metrics, diverged_notes, exclusions, metric_values,
                                  paper_table, same_dataset, select_runs, summarize_runs)
 from bench.spec import Suite, get_profile
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Design
 
 # Relative: the default output is ./reports/<suite> in the working directory, never inside the installed package.
 REPORTS_DIR = Path("reports")
@@ -91,6 +94,8 @@ def design_tags(design: Design) -> dict[str, str]:
 
 def designs_of(parents: pd.DataFrame, profile: str, dataset: str) -> list[Design]:
     """The sequential designs of a profile's `bench run`s in the store, newest first (none for fixed-n runs)."""
+    from bench.report.sequential import Design
+
     rule, first, most = (f"{TAG}{DESIGN_TAGS[k]}" for k in ("rule", "first", "max"))
     if parents is None or parents.empty or rule not in parents:
         return []

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from bench.report.sequential import FUTILITY_CP, FUTILITY_FROM, Decision, Design, crosses, decide, holm
 from bench.report.tables import cell_of, fmt_num, metric_values, paper_fraction, scale, seed_of, unit_label
 from bench.spec import Claim, Suite
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Decision, Design
 
 CI_LEVEL = 0.95
 POWER = 0.8
@@ -68,6 +71,8 @@ HOLM_METHOD = (
 
 
 def sequential_method(design: Design) -> str:
+    from bench.report.sequential import FUTILITY_CP, FUTILITY_FROM
+
     return (
         f"Seeds were added sequentially (bench run --until-decided): {design.describe()}, the next seed only to "
         "the cells of claims still open. At each look a claim's test (as above) is compared with a boundary from "
@@ -386,6 +391,8 @@ def _seeds_complete(runs: pd.DataFrame, cells: list[str]) -> int:
 def _sequence(cl: Claim, runs: pd.DataFrame, vals: pd.DataFrame, design: Design) -> tuple[list, Decision, int]:
     """The claim's looks replayed from the runs: (p, p_opp) on seeds 0..n-1 for n = the design's looks while every
     cell of the claim has them all, the decision, and the seeds complete in all its cells."""
+    from bench.report.sequential import decide
+
     have = _seeds_complete(runs, cl.lhs + cl.rhs)
     seeds = seed_of(runs).to_numpy(dtype=float, na_value=np.nan)
     looks = []
@@ -461,6 +468,8 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
             rec["sequential"] = _sequential_record(cl, sm, design, *seq)
         out.append(rec)
         rejects.append(_rejects(cl, rec, design, seq))
+    from bench.report.sequential import holm
+
     kept = holm([{"verdict": r["verdict"], "alpha": r["alpha"], "rejects": f} for r, f in zip(out, rejects)])
     for r, k in zip(out, kept):
         r["holm"] = k
@@ -475,6 +484,8 @@ def _rejects(cl: Claim, rec: dict, design: Design | None, seq: tuple | None):
     if seq is None:
         p = rec["p_value"] if col == 0 else rec["p_opp"]
         return lambda level: p < level
+    from bench.report.sequential import crosses
+
     looks, dec = seq
     ps = [lk[col] for lk in looks[:dec.look]]
     return lambda level: crosses(design, level, test_of(cl), ps)

@@ -6,14 +6,17 @@ import base64
 import html
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bench.report.claims import HOLM_METHOD, MAX_SEEDS, METHOD, sequential_method
-from bench.report.sequential import Design
 from bench.report.tables import (STAT_FIELDS, display_grid, fmt_delta, fmt_num, fmt_seconds, layout_axes, same_dataset,
                                  unit_label)
 from bench.spec import Suite
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Design
 
 FILES = {
     "report.md": "this report",

@@ -16,19 +16,43 @@ def _suite_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", help="suite name (suites/NAME.yaml) or path to a suite YAML")
 
 
+def _sequential_args(a: argparse.Namespace) -> float | None:
+    """--max-seeds and --budget belong to --until-decided; the budget in seconds."""
+    from bench.spec import SpecError
+
+    if not a.until_decided:
+        for flag, v in (("--max-seeds", a.max_seeds), ("--budget", a.budget)):
+            if v is not None:
+                raise SpecError(f"{flag} needs --until-decided")
+        return None
+    from bench.run.until_decided import parse_duration
+
+    return parse_duration(a.budget) if a.budget is not None else None
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from rich.console import Console
 
+    budget = _sequential_args(a)
     from bench.run.driver import run_suite
+    from bench.run.until_decided import run_until_decided
 
     _sigterm_interrupts()
     console = Console()
-    s = run_suite(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
-                  tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
-                  console=console, state_dir=Path(a.storage) if a.storage else None, max_failures=a.max_failures,
-                  max_trials=(1 << 62) if a.yes else a.max_trials, speed=a.speed)
+    kw = dict(profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells, address=a.address,
+              tracking_uri=a.tracking_uri, data_root=a.data_root, num_cpus=a.num_cpus, argv=sys.argv,
+              console=console, state_dir=Path(a.storage) if a.storage else None, max_failures=a.max_failures,
+              max_trials=(1 << 62) if a.yes else a.max_trials, speed=a.speed)
+    if a.until_decided:
+        s = run_until_decided(a.suite, max_seeds=a.max_seeds, budget_s=budget, **kw)
+    else:
+        s = run_suite(a.suite, **kw)
     console.print(f"suite {s.suite}: {len(s.finished)} finished, {len(s.failed)} failed, {s.skipped} skipped "
                   f"in {s.wall_s:.1f} s" + (f", {len(s.diverged)} diverged" if s.diverged else ""))
+    if a.until_decided:
+        console.print(f"sequence ended: {s.stop}", highlight=False)
+        for cid, (status, n) in s.decisions.items():
+            console.print(f"  claim {cid}: {status}" + (f" at {n} seeds per cell" if n else ""), highlight=False)
     for name, msg in s.diverged.items():
         console.print(f"  DIVERGED {name}: {msg} (kept as a result)", highlight=False)
     for name, err in s.failed.items():
@@ -50,8 +74,10 @@ def _sigterm_interrupts() -> None:
 def cmd_submit(a: argparse.Namespace) -> int:
     from bench.run import jobs
 
+    _sequential_args(a)
     return jobs.submit(a.suite, profile=a.profile, dataset=a.dataset, seeds=a.seeds, cells=a.cells,
-                       tracking_uri=a.tracking_uri, storage=a.storage, address=a.address, wait=a.wait)
+                       tracking_uri=a.tracking_uri, storage=a.storage, address=a.address, wait=a.wait,
+                       until_decided=a.until_decided, max_seeds=a.max_seeds, budget=a.budget)
 
 
 def cmd_jobs(a: argparse.Namespace) -> int:
@@ -177,6 +203,17 @@ def cmd_plan(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sequential_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--until-decided", action="store_true",
+                   help="start with the profile's seeds and add one seed at a time to the cells of claims still "
+                        "open, until every claim is decided or futile (a sequential test that keeps each claim's "
+                        "alpha; see the README)")
+    p.add_argument("--max-seeds", type=int, help="with --until-decided: at most this many seeds per cell "
+                                                  "(default: 10, or the profile's seeds if more)")
+    p.add_argument("--budget", help="with --until-decided: stop before a wave that would pass this wall time "
+                                    "(90s, 45m, 2h, 1h30m)")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench", description="Residual-network ablation bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -200,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", choices=["off", "auto"], default="auto",
                    help="runtime speed settings per device (channels_last, compile, fused optimizer); "
                         "off = NCHW eager. Recorded as speed.* tags, not part of the config hash")
+    _sequential_flags(p)
     p.set_defaults(fn=cmd_run)
 
     addr_help = "Ray Jobs API of the cluster's head, http://HEAD:8265 (default: $BENCH_JOBS_ADDRESS or $RAY_ADDRESS)"
@@ -213,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Ray storage path every node shares (passed to bench run)")
     p.add_argument("--address", help=addr_help)
     p.add_argument("--wait", action="store_true", help="follow the job's logs; exit 0 if it succeeded, else 1")
+    _sequential_flags(p)
     p.set_defaults(fn=cmd_submit)
 
     p = sub.add_parser("jobs", help="the cluster's jobs: id, suite, profile, status, start, duration")

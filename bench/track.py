@@ -252,14 +252,15 @@ def git_commit() -> str:
         return os.environ.get("BENCH_GIT_COMMIT", "unknown")
 
 def start_parent(uri: str, exp_id: str, *, suite: str, profile: str, dataset: str, argv: list[str],
-                 n_trials: int, n_skipped: int) -> str:
+                 n_trials: int, n_skipped: int, tags: dict[str, str] | None = None) -> str:
+    """The run of one `bench run`; `tags` (without the bench. prefix) add to its identity, e.g. a design."""
     c = client(uri)
     run_id = _create_run(c, exp_id, f"{suite}:{profile}:{dataset}:{time.strftime('%Y%m%d-%H%M%S')}", {
         f"{T}kind": PARENT, f"{T}suite": suite, f"{T}profile": profile, f"{T}dataset": dataset,
         f"{T}git_commit": git_commit(), f"{T}host": platform.node(), f"{T}argv": " ".join(argv)[:5000],
         f"{T}driver": f"{platform.node()}:{os.getpid()}",
         # Beating from its first moment: a driver on another host must never see it without a heartbeat.
-        f"{T}heartbeat": f"{time.time():.0f}",
+        f"{T}heartbeat": f"{time.time():.0f}", **{f"{T}{k}": v for k, v in (tags or {}).items()},
     })
     ts = _now()
     retry(c.log_batch, run_id, metrics=[Metric("trials", n_trials, ts, 0), Metric("trials_skipped", n_skipped, ts, 0)])

@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,6 +22,9 @@ from bench.report.render import ReportData, render_html, render_markdown
 from bench.report.tables import (TAG, cell_stats, curve_metrics, diverged_notes, exclusions, metric_values,
                                  paper_table, same_dataset, select_runs, summarize_runs)
 from bench.spec import Suite, get_profile
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Design
 
 # Relative: the default output is ./reports/<suite> in the working directory, never inside the installed package.
 REPORTS_DIR = Path("reports")
@@ -66,16 +70,58 @@ def resolve_target(suite: Suite, parents: pd.DataFrame, runs: pd.DataFrame, prof
     return profile, dataset
 
 
-def _config_hashes(suite: Suite, profile: str, dataset: str) -> set[str] | None:
+def _config_hashes(suite: Suite, profile: str, dataset: str, seeds: int | None = None) -> set[str] | None:
     """The hashes of the plan's trials: runs reused under another profile name match through them."""
     from bench import models
     from bench.trials import make_plan
 
     try:
-        plan = make_plan(suite, profile, dataset, model_options=lambda m: set(models.model_options(m)))
+        plan = make_plan(suite, profile, dataset, seeds, model_options=lambda m: set(models.model_options(m)))
     except BenchError:
         return None
     return {t.config_hash for t in plan.trials}
+
+
+# Tags on a sequential `bench run --until-decided`'s parent run: the design its claims are judged with.
+DESIGN_TAGS = {"rule": "sequential", "first": "sequential.first_seeds", "max": "sequential.max_seeds"}
+DESIGN_RULE = "lan-demets-obf"
+
+
+def design_tags(design: Design) -> dict[str, str]:
+    return {DESIGN_TAGS["rule"]: DESIGN_RULE, DESIGN_TAGS["first"]: str(design.first),
+            DESIGN_TAGS["max"]: str(design.max)}
+
+
+def designs_of(parents: pd.DataFrame, profile: str, dataset: str) -> list[Design]:
+    """The sequential designs of a profile's `bench run`s in the store, newest first (none for fixed-n runs)."""
+    from bench.report.sequential import Design
+
+    rule, first, most = (f"{TAG}{DESIGN_TAGS[k]}" for k in ("rule", "first", "max"))
+    if parents is None or parents.empty or rule not in parents:
+        return []
+    df = parents[(parents[rule] == DESIGN_RULE) & (parents.get(f"{TAG}profile") == profile)
+                 & (parents.get(f"{TAG}dataset") == dataset)]
+    if "start_time" in df:
+        df = df.sort_values("start_time", ascending=False, kind="stable")
+    return list(dict.fromkeys(Design(int(r[first]), int(r[most])) for _, r in df.iterrows()))
+
+
+def judge_store(suite: Suite, uri: str, profile: str, dataset: str,
+                design: Design) -> tuple[list[dict], pd.DataFrame]:
+    """The claims of the suite's runs in the store, judged with a sequential design, and the runs they were
+    judged on: what `bench run --until-decided` decides its next wave from. MLflow through bench.track."""
+    from bench import track
+
+    runs = track.load_runs(uri, suite.name)
+    hashes = _config_hashes(suite, profile, dataset, design.max)
+    used = select_runs(runs, profile, dataset, cells=[c.id for c in suite.cells], config_hashes=hashes,
+                       best_of=search_target(suite, profile))
+    wanted = set()
+    for cl in suite.claims:
+        if cl.metric.startswith("iters_to:"):
+            wanted |= set(curve_metrics(cl.metric))
+    curves = track.load_curves(uri, used["run_id"].tolist(), metrics=tuple(sorted(wanted))) if wanted else None
+    return check_claims(suite, used, curves, profile=profile, design=design), used
 
 
 def search_target(suite: Suite, profile: str) -> tuple[str, str] | None:
@@ -114,9 +160,12 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
 
     uri = track.normalize_uri(uri)
     runs = track.load_runs(uri, suite.name)
-    profile, dataset = resolve_target(suite, track.load_parents(uri, suite.name), runs, profile, dataset)
+    parents = track.load_parents(uri, suite.name)
+    profile, dataset = resolve_target(suite, parents, runs, profile, dataset)
     cells = [c.id for c in suite.cells]
-    hashes = _config_hashes(suite, profile, dataset)
+    # A profile run sequentially is judged sequentially: its seeds were added by looking at its claims.
+    design = next(iter(designs_of(parents, profile, dataset)), None)
+    hashes = _config_hashes(suite, profile, dataset, design.max if design else None)
     used = select_runs(runs, profile, dataset, cells=cells, config_hashes=hashes, best_of=search_target(suite, profile))
     if used.empty:
         raise ReportError(f"no finished runs of suite {suite.name} (profile {profile}, dataset {dataset}) in {uri}; "
@@ -132,14 +181,14 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
         # Ours on another dataset against the paper's number is not a quantity.
         stats[["delta", "z", "frac_above"]] = float("nan")
     table = paper_table(suite, used, curves, stats=stats)
-    claims = check_claims(suite, used, curves, profile=profile)
+    claims = check_claims(suite, used, curves, profile=profile, design=design)
     warn = dataset_warning(suite, dataset)
     data = ReportData(
         suite=suite, profile=profile, dataset=dataset, uri=uri, stats=stats, claims=claims,
         summary=summarize_runs(used), warnings=[warn] if warn else [],
         notes=exclusions(runs, used, profile, dataset, cells, hashes),
         diverged=diverged_notes(used, [suite.layout.metric, *(cl.metric for cl in suite.claims)], curves),
-        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), design=design,
     )
     markdown = render_markdown(data)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from bench.report.tables import cell_of, fmt_num, metric_values, paper_fraction, scale, seed_of, unit_label
 from bench.spec import Claim, Suite
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Decision, Design
 
 CI_LEVEL = 0.95
 POWER = 0.8
@@ -60,6 +64,30 @@ METHOD = (
     "(censored, unless it got there before diverging), and is left out of losses; the report lists each one."
 )
 
+HOLM_METHOD = (
+    "The last column says whether a verdict that holds or fails survives Holm's step-down correction (Holm 1979, "
+    "Scand. J. Statist. 6) over the suite's judged claims (those not run excluded), each at its own alpha: the "
+    "family-wise error over the suite's claims, where each verdict alone keeps only its own.")
+
+
+def sequential_method(design: Design) -> str:
+    from bench.report.sequential import FUTILITY_CP, FUTILITY_FROM
+
+    return (
+        f"Seeds were added sequentially (bench run --until-decided): {design.describe()}, the next seed only to "
+        "the cells of claims still open. At each look a claim's test (as above) is compared with a boundary from "
+        "Lan–DeMets O'Brien–Fleming-type alpha spending over the information fraction n/N (Lan & DeMets 1983, "
+        "Biometrika 70; Jennison & Turnbull 2000, Group Sequential Methods, ch. 7 and 19), computed at a level "
+        "alpha' below alpha, calibrated by simulation so that the t-tests' false-positive rate over all looks "
+        "stays at most the claim's alpha (python -m bench.report.sequential --simulate prints the rates). A "
+        "claim is judged at the first look where its p-value is below the boundary (holds) or the opposite "
+        "test's is (fails), on the seeds it had then: means, effect, interval and p are that look's. It is "
+        f"futile when, from max({FUTILITY_FROM}, N/3) seeds on, the conditional power of either decision by N "
+        f"under the trend so far is below {FUTILITY_CP:.0%}; otherwise it is open until the maximum. The "
+        "repeated confidence interval at that look (level 1 − 2 alpha over all looks; Jennison & Turnbull ch. 9) "
+        "excludes the claim's null exactly when the look decides. Seeds per cell for 80% power are the fixed-n "
+        "count, for reference.")
+
 
 def _one_sided(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, str]:
     """p-value of H1: mean(x) - mean(y) is `alternative` ('less'/'greater') than 0, and the test's name."""
@@ -73,11 +101,9 @@ def _one_sided(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, s
     return float(r.pvalue), "Welch t"
 
 
-def judge(x: np.ndarray, y: np.ndarray, op: str, margin: float, alpha: float) -> tuple[str, float, str]:
-    """(verdict, p-value of the claim, test description) for 'x op y' on fraction-unit samples."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or len(y) < 2:
-        return "inconclusive", math.nan, "n<2: no test possible"
+def pvalues(x: np.ndarray, y: np.ndarray, op: str, margin: float) -> tuple[float, float, str, str]:
+    """(p of the claim, p of the opposite, test description, what 'opposite' means) for 'x op y' on
+    fraction-unit samples with at least 2 values a side."""
     m = margin
     if op in ("<", ">"):
         alt, opp = ("less", "greater") if op == "<" else ("greater", "less")
@@ -103,7 +129,16 @@ def judge(x: np.ndarray, y: np.ndarray, op: str, margin: float, alpha: float) ->
             desc += " (margin 0: equivalence can never be shown)"
     else:
         raise ValueError(f"unknown claim operator {op!r}")
-    return _verdict(p, p_opp, alpha, desc, "outside ±margin" if op == "~=" else "opposite direction")
+    return p, p_opp, desc, "outside ±margin" if op == "~=" else "opposite direction"
+
+
+def judge(x: np.ndarray, y: np.ndarray, op: str, margin: float, alpha: float) -> tuple[str, float, str]:
+    """(verdict, p-value of the claim, test description) for 'x op y' on fraction-unit samples."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or len(y) < 2:
+        return "inconclusive", math.nan, "n<2: no test possible"
+    p, p_opp, desc, why = pvalues(x, y, op, margin)
+    return _verdict(p, p_opp, alpha, desc, why)
 
 
 def _verdict(p: float, p_opp: float, alpha: float, desc: str, why: str) -> tuple[str, float, str]:
@@ -138,6 +173,19 @@ def _one_sample(d: np.ndarray, alternative: str) -> tuple[float, str]:
     return float(r.pvalue), "one-sample t"
 
 
+def pvalues_interaction(d: np.ndarray, op: str, margin: float) -> tuple[float, float, str]:
+    """(p of the claim, p of the opposite, test description) for per-seed differences d (at least 2)."""
+    if op not in ("<", ">", "<=", ">="):
+        raise ValueError(f"interaction claims take <, >, <=, >=, not {op!r}")
+    alt = _direction(op)
+    opp = "greater" if alt == "less" else "less"
+    x = d - _shift(op, margin)
+    p, name = _one_sample(x, alt)
+    p_opp, _ = _one_sample(x, opp)
+    bound = {"<": "< 0", ">": "> 0", "<=": "< +margin", ">=": "> −margin"}[op]
+    return p, p_opp, f"{name}, one-sided on per-seed (a − b) − (c − d) {bound}"
+
+
 def judge_interaction(d: np.ndarray, op: str, margin: float, alpha: float) -> tuple[str, float, str]:
     """(verdict, p, test) for the per-seed differences d = (a - b) - (c - d) against 'd op 0' (± margin)."""
     d = np.asarray(d, float)
@@ -145,13 +193,7 @@ def judge_interaction(d: np.ndarray, op: str, margin: float, alpha: float) -> tu
         raise ValueError(f"interaction claims take <, >, <=, >=, not {op!r}")
     if len(d) < 2:
         return "inconclusive", math.nan, "fewer than 2 seeds with all four cells: no test possible"
-    alt = _direction(op)
-    opp = "greater" if alt == "less" else "less"
-    x = d - _shift(op, margin)
-    p, name = _one_sample(x, alt)
-    p_opp, _ = _one_sample(x, opp)
-    bound = {"<": "< 0", ">": "> 0", "<=": "< +margin", ">=": "> −margin"}[op]
-    desc = f"{name}, one-sided on per-seed (a − b) − (c − d) {bound}"
+    p, p_opp, desc = pvalues_interaction(d, op, margin)
     return _verdict(p, p_opp, alpha, desc, "opposite direction")
 
 
@@ -306,37 +348,115 @@ def _explanation(cl: Claim, notes: dict[str, str], profile: str | None) -> tuple
     return "", ""
 
 
+def _samples(cl: Claim, runs: pd.DataFrame, vals: pd.DataFrame) -> dict:
+    """What the claim's test runs on: x and y (order), or the per-seed a - b and c - d (interaction), with the
+    counts of censored and diverged values."""
+    if cl.kind == "interaction":
+        ix = _interaction_data(runs, vals, cl)
+        return {"x": ix["lhs"], "y": ix["rhs"], "d": ix["lhs"] - ix["rhs"], "cx": ix["censored"], "cy": 0,
+                "diverged": ix["diverged"], "left_out": ix["diverged_left_out"], "ix": ix}
+    x, cx, dx, lx = _side(runs, vals, cl.lhs)
+    y, cy, dy, ly = _side(runs, vals, cl.rhs)
+    return {"x": x, "y": y, "d": None, "cx": cx, "cy": cy, "diverged": dx + dy, "left_out": lx + ly, "ix": None}
+
+
+def _test(cl: Claim, sm: dict) -> tuple[float, float, str, str]:
+    """(p, p of the opposite, test description, what the opposite means); NaNs where no test is possible."""
+    if cl.kind == "interaction":
+        if len(sm["d"]) < 2:
+            return math.nan, math.nan, "fewer than 2 seeds with all four cells: no test possible", ""
+        return (*pvalues_interaction(sm["d"], cl.op, cl.margin), "opposite direction")
+    if len(sm["x"]) < 2 or len(sm["y"]) < 2:
+        return math.nan, math.nan, "n<2: no test possible", ""
+    return pvalues(sm["x"], sm["y"], cl.op, cl.margin)
+
+
+def _interval(cl: Claim, sm: dict, level: float = CI_LEVEL) -> tuple[float, float, float, str]:
+    return effect_ci(sm["d"], level=level) if cl.kind == "interaction" else effect_ci(sm["x"], sm["y"], level)
+
+
+def _seeds_complete(runs: pd.DataFrame, cells: list[str]) -> int:
+    """How many seeds 0, 1, 2, ... every one of `cells` has in a row (a gap ends the count)."""
+    seeds, cell = seed_of(runs), cell_of(runs)
+    n = []
+    for c in dict.fromkeys(cells):
+        have = set(int(v) for v in seeds[(cell == c).to_numpy()].dropna())
+        k = 0
+        while k in have:
+            k += 1
+        n.append(k)
+    return min(n) if n else 0
+
+
+def _sequence(cl: Claim, runs: pd.DataFrame, vals: pd.DataFrame, design: Design) -> tuple[list, Decision, int]:
+    """The claim's looks replayed from the runs: (p, p_opp) on seeds 0..n-1 for n = the design's looks while every
+    cell of the claim has them all, the decision, and the seeds complete in all its cells."""
+    from bench.report.sequential import decide
+
+    have = _seeds_complete(runs, cl.lhs + cl.rhs)
+    seeds = seed_of(runs).to_numpy(dtype=float, na_value=np.nan)
+    looks = []
+    for n in design.looks:
+        if n > have:
+            break
+        keep = seeds < n
+        p, q, _, _ = _test(cl, _samples(cl, runs[keep], vals[keep]))
+        looks.append((p, q))
+    return looks, decide(design, cl.alpha, test_of(cl), looks), have
+
+
+def test_of(cl: Claim) -> str:
+    """The sequential rule's name for the claim's test (its boundaries are calibrated per test)."""
+    return "one-sample" if cl.kind == "interaction" else "welch"
+
+
 def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None = None,
-                 profile: str | None = None) -> list[dict]:
-    """One dict per claim: id, text, verdict, p_value, detail, and the numbers behind them (fraction units).
-    `profile` selects the profile's claim_notes."""
+                 profile: str | None = None, design: Design | None = None) -> list[dict]:
+    """One dict per claim: id, text, verdict, p_value, detail, and the numbers behind them (fraction units), and
+    `holm`: whether a verdict survives Holm's correction over the suite's judged claims. `profile` selects the
+    profile's claim_notes. With a sequential `design`, each claim is judged by bench.report.sequential at the look
+    that decided it (else its latest), on the seeds it had then; `sequential` says how."""
     prof = suite.profiles.get(profile) if profile else None
     notes = prof.claim_notes if prof else {}
-    out = []
+    if design is not None and len(runs):
+        # Seed order, whatever the store returned: the same runs give the same sums, so the same decisions.
+        runs = runs.iloc[np.lexsort((seed_of(runs).fillna(-1).to_numpy(), cell_of(runs).astype(str).to_numpy()))]
+    out, rejects = [], []
     for cl in suite.claims:
         missing = [c for c in dict.fromkeys(cl.lhs + cl.rhs) if prof and prof.cells and c not in prof.cells]
         if missing:
             # Not inconclusive: the profile never runs these cells, so no number of seeds would decide it here.
             out.append(_not_run(cl, missing, profile))
+            rejects.append(None)
             continue
         vals = metric_values(runs, cl.metric, curves) if len(runs) else pd.DataFrame(columns=["value", "censored"])
-        target, target_src = paper_effect(suite, cl)
-        if cl.kind == "interaction":
-            ix = _interaction_data(runs, vals, cl)
-            diffs = ix["lhs"] - ix["rhs"]
-            verdict, p, test = judge_interaction(diffs, cl.op, cl.margin, cl.alpha)
-            eff, lo, hi, ci_method = effect_ci(diffs)
-            sd = float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else math.nan
-            rec = _record(cl, ix["lhs"], ix["rhs"], ix["censored"], 0, verdict, p, test, interaction=ix)
-            rec.update(n_diverged=ix["diverged"], n_diverged_left_out=ix["diverged_left_out"])
+        seq = None
+        if design is not None:
+            looks, dec, have = _sequence(cl, runs, vals, design)
+            n_used = dec.n or have
+            if n_used:
+                keep = seed_of(runs).to_numpy(dtype=float, na_value=np.nan) < n_used
+                runs_c, vals = runs[keep], vals[keep]
+            else:
+                runs_c = runs
+            seq = (looks, dec)
         else:
-            x, cx, dx, lx = _side(runs, vals, cl.lhs)
-            y, cy, dy, ly = _side(runs, vals, cl.rhs)
-            verdict, p, test = judge(x, y, cl.op, cl.margin, cl.alpha)
-            eff, lo, hi, ci_method = effect_ci(x, y)
-            sd = pooled_sd(x, y)
-            rec = _record(cl, x, y, cx, cy, verdict, p, test)
-            rec.update(n_diverged=dx + dy, n_diverged_left_out=lx + ly)
+            runs_c = runs
+        sm = _samples(cl, runs_c, vals)
+        p, p_opp, test, why = _test(cl, sm)
+        if seq is None:
+            verdict, p, test = ("inconclusive", p, test) if not why else _verdict(p, p_opp, cl.alpha, test, why)
+        else:
+            verdict = seq[1].verdict
+        eff, lo, hi, ci_method = _interval(cl, sm)
+        if cl.kind == "interaction":
+            sd = float(np.std(sm["d"], ddof=1)) if len(sm["d"]) >= 2 else math.nan
+            rec = _record(cl, sm["x"], sm["y"], sm["cx"], 0, verdict, p, test, interaction=sm["ix"])
+        else:
+            sd = pooled_sd(sm["x"], sm["y"])
+            rec = _record(cl, sm["x"], sm["y"], sm["cx"], sm["cy"], verdict, p, test)
+        target, target_src = paper_effect(suite, cl)
+        rec.update(n_diverged=sm["diverged"], n_diverged_left_out=sm["left_out"], p_opp=p_opp)
         rec.update(effect=eff, ci_low=lo, ci_high=hi, ci_level=CI_LEVEL, ci_method=ci_method, sd=sd,
                    paper_effect=target, paper_effect_source=target_src)
         rec.update(_power(cl, verdict, target, target_src, eff, sd))
@@ -344,8 +464,44 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
         shown = verdict in ("fails", "inconclusive")
         rec.update(explanation=text if shown else "", explanation_source=src if shown else "",
                    unexplained=verdict == "fails" and not text)
+        if seq is not None:
+            rec["sequential"] = _sequential_record(cl, sm, design, *seq)
         out.append(rec)
+        rejects.append(_rejects(cl, rec, design, seq))
+    from bench.report.sequential import holm
+
+    kept = holm([{"verdict": r["verdict"], "alpha": r["alpha"], "rejects": f} for r, f in zip(out, rejects)])
+    for r, k in zip(out, kept):
+        r["holm"] = k
     return out
+
+
+def _rejects(cl: Claim, rec: dict, design: Design | None, seq: tuple | None):
+    """rejects(level) for Holm: would the claim's verdict (holds, or fails) stand at that level."""
+    if rec["verdict"] not in ("holds", "fails"):
+        return None
+    col = 0 if rec["verdict"] == "holds" else 1
+    if seq is None:
+        p = rec["p_value"] if col == 0 else rec["p_opp"]
+        return lambda level: p < level
+    from bench.report.sequential import crosses
+
+    looks, dec = seq
+    ps = [lk[col] for lk in looks[:dec.look]]
+    return lambda level: crosses(design, level, test_of(cl), ps)
+
+
+def _sequential_record(cl: Claim, sm: dict, design: Design, looks: list, dec: Decision) -> dict:
+    """The design and where the claim's sequence stands, with the repeated confidence interval at that look:
+    the interval at level 1 - 2 x the look's boundary, which excludes the claim's null boundary exactly when the
+    look decides (Jennison & Turnbull ch. 9)."""
+    rec = {"status": dec.status, "n": dec.n, "look": dec.look, "looks": dec.looks, "first": design.looks[0],
+           "max": design.max, "p": dec.p, "p_opp": dec.p_opp, "threshold": dec.threshold, "spent": dec.spent,
+           "level": dec.level, "cp": dec.cp, "rci_level": math.nan, "rci_low": math.nan, "rci_high": math.nan}
+    if dec.look and not math.isnan(dec.threshold):
+        _, lo, hi, _ = _interval(cl, sm, level=1 - 2 * dec.threshold)
+        rec.update(rci_level=1 - 2 * cl.alpha, rci_low=lo, rci_high=hi)
+    return rec
 
 
 def _not_run(cl: Claim, missing: list[str], profile: str | None) -> dict:

@@ -6,13 +6,17 @@ import base64
 import html
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.report.claims import MAX_SEEDS, METHOD
+from bench.report.claims import HOLM_METHOD, MAX_SEEDS, METHOD, sequential_method
 from bench.report.tables import (STAT_FIELDS, display_grid, fmt_delta, fmt_num, fmt_seconds, layout_axes, same_dataset,
                                  unit_label)
 from bench.spec import Suite
+
+if TYPE_CHECKING:
+    from bench.report.sequential import Design
 
 FILES = {
     "report.md": "this report",
@@ -36,6 +40,12 @@ class ReportData:
     notes: list[str] = field(default_factory=list)      # selection notes: runs left out and why
     diverged: list[str] = field(default_factory=list)   # diverged_notes: how each diverged run counts
     generated: str = ""
+    design: Design | None = None                        # a sequential run's (bench run --until-decided)
+
+    @property
+    def method(self) -> str:
+        seq = f" {sequential_method(self.design)}" if self.design else ""
+        return f"{METHOD}{seq} {HOLM_METHOD}"
 
     @property
     def ours_label(self) -> str:
@@ -87,6 +97,8 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
         ("runs", f"{s['n_runs']} trial runs on {d.dataset}, profile {d.profile}{prof_desc}"
                  + (f" ({s['n_diverged']} diverged, counted as results)" if s.get("n_diverged") else "")),
         ("seeds", ", ".join(map(str, s["seeds"])) or "—"),
+        *([("design", f"sequential (bench run --until-decided): {d.design.describe()}; see Claims")]
+          if d.design else []),
         ("device(s)", "; ".join(s["devices"]) or "unknown"),
         ("host(s)", (", ".join(s["hosts"]) or "unknown")
          + (f" on {s['ray_nodes']} Ray nodes" if s.get("ray_nodes", 0) > 1 else "")),
@@ -145,7 +157,11 @@ def _claim_row(c: dict) -> list[str]:
         lhs = f"{'+'.join(c['lhs'])}: {fmt_num(c['lhs_mean'] * k, m)} (n={c['n_lhs']})"
         rhs = f"{'+'.join(c['rhs'])}: {fmt_num(c['rhs_mean'] * k, m)} (n={c['n_rhs']})"
         ours = f"{lhs} {c['op']} {rhs}"
-    return [c["id"], c["text"], _metric_words(m), ours, _effect_cell(c), p, c["verdict"].upper()]
+    return [c["id"], c["text"], _metric_words(m), ours, _effect_cell(c), p, c["verdict"].upper(), _holm_cell(c)]
+
+
+def _holm_cell(c: dict) -> str:
+    return {True: "yes", False: "no"}.get(c.get("holm"), "—")
 
 
 def _effect_cell(c: dict) -> str:
@@ -168,10 +184,37 @@ def _fmt_seeds(n: int) -> str:
     return f">{MAX_SEEDS}" if n > MAX_SEEDS else str(n)
 
 
+def sequential_line(c: dict) -> str:
+    """Where a claim's sequence stopped: the look, the seeds per cell then, the boundary and the alpha spent; or
+    futile / open, with the repeated interval."""
+    q, m, u = c["sequential"], c["metric"], _diff_unit(c["metric"])
+    if q["status"] == "waiting":
+        return (f"sequential: no look yet: fewer than {q['first']} seeds in every cell of the claim "
+                f"(looks at {q['first']}..{q['max']} seeds per cell)")
+    where = f"look {q['look']} of {q['looks']}; looks at {q['first']}..{q['max']} seeds per cell"
+    ps = f"p={q['p']:.3g}" if q["status"] == "holds" else f"p={q['p']:.3g}, opposite p={q['p_opp']:.3g}"
+    cmp = "<" if q["status"] in ("holds", "fails") else "≥"
+    spent = (f"alpha spent by this look {q['spent']:.3g} of {q['level']:.3g} (the design's level, calibrated "
+             f"for alpha {c['alpha']:g})")
+    rci = ""
+    if not math.isnan(q["rci_low"]):
+        rci = f"; {q['rci_level']:.0%} repeated CI [{_signed(q['rci_low'], m)}, {_signed(q['rci_high'], m)}]{u}"
+    head = {
+        "holds": f"sequential: holds at n={q['n']} seeds per cell ({where})",
+        "fails": f"sequential: fails at n={q['n']} seeds per cell ({where})",
+        "futile": (f"sequential: futile at n={q['n']} ({where}): a decision by {q['max']} seeds has "
+                   f"{q['cp']:.0%} conditional power at the trend so far"),
+        "max": f"sequential: open at the maximum, n={q['n']} ({where})",
+        "open": f"sequential: open at n={q['n']} ({where}); conditional power {q['cp']:.0%}",
+    }[q["status"]]
+    return f"{head}: {ps} {cmp} boundary {q['threshold']:.3g}; {spent}{rci}"
+
+
 def claim_lines(c: dict) -> list[str]:
-    """The lines under a claim's detail: effect and interval, power when inconclusive, the suite's explanation."""
+    """The lines under a claim's detail: the sequential design's decision, effect and interval, power when
+    inconclusive, the suite's explanation."""
     m, u = c["metric"], _diff_unit(c["metric"])
-    out = []
+    out = [sequential_line(c)] if c.get("sequential") else []
     if "effect" in c:
         eff = f"effect ({_effect_label(c)}): {_signed(c['effect'], m)}{u}"
         if math.isnan(c["effect"]):
@@ -211,7 +254,8 @@ DIVERGED_RULE = ("A run whose loss became NaN or inf is a result, not a fault: i
                  "(1 − 1/classes) in the table and the claims, as never reaching an iters_to threshold (censored), "
                  "and is left out of losses.")
 
-CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "effect [95% CI]", "p", "verdict"]
+CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "effect [95% CI]", "p", "verdict",
+                "survives Holm"]
 
 
 # ---- markdown -------------------------------------------------------------------------------------------------------
@@ -253,7 +297,7 @@ def render_markdown(d: ReportData) -> str:
         for c in d.claims:
             L += [f"- **{c['id']}** ({c['verdict']}): {c['detail']}"] + [f"  - {x}" for x in claim_lines(c)]
         L += [""]
-        L += [f"Method: {METHOD}", ""]
+        L += [f"Method: {d.method}", ""]
     else:
         L += ["The suite states no claims.", ""]
 
@@ -334,12 +378,12 @@ def render_html(d: ReportData, png: bytes | None) -> str:
                  + "".join(f"<th>{_h(h)}</th>" for h in CLAIM_HEADER) + "</tr></thead><tbody>")
         for c in d.claims:
             cells = _claim_row(c)
-            B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-1])
-                     + f"<td class={c['verdict'].replace(' ', '-')}>{_h(cells[-1])}</td></tr>")
+            B.append("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in cells[:-2])
+                     + f"<td class={c['verdict'].replace(' ', '-')}>{_h(cells[-2])}</td><td>{_h(cells[-1])}</td></tr>")
         B.append("</tbody></table><ul class=small>"
                  + "".join(f"<li><b>{_h(c['id'])}</b>: {_h(c['detail'])}{_html_sub(claim_lines(c))}</li>"
                            for c in d.claims) + "</ul>")
-        B.append(f"<p class=small>Method: {_h(METHOD)}</p>")
+        B.append(f"<p class=small>Method: {_h(d.method)}</p>")
     else:
         B.append("<p>The suite states no claims.</p>")
 

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -42,6 +42,8 @@ class Summary:
     diverged: dict[str, str] = field(default_factory=dict)
     parent_run: str | None = None
     wall_s: float = 0.0
+    stop: str = ""                                                   # --until-decided: why the sequence ended
+    decisions: dict[str, tuple[str, int]] = field(default_factory=dict)   # claim -> (status, seeds per cell)
 
 
 @dataclass
@@ -63,6 +65,9 @@ class RunState:
     status: dict[str, str] = field(default_factory=dict)     # run id -> terminal status
     names: dict[str, str] = field(default_factory=dict)      # run id -> trial name
     speed: str = "auto"                                       # --speed: runtime settings, not in the hash
+    cluster: dict[str, float] = field(default_factory=dict)  # the Ray cluster's resources
+    embedded: bool = True                                     # our own local Ray, not a cluster we joined
+    node_types: list[dict] | None = None                      # an autoscaler's node types
 
 
 def check_models(plan: Plan) -> None:
@@ -126,7 +131,11 @@ def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bo
 
 def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
             address: str | None, tracking_uri: str | None, data_root: str | None, state_dir: Path | None,
-            num_cpus: int | None, max_trials: int | None, max_failures: int, console: Console) -> RunState:
+            num_cpus: int | None, max_trials: int | None, max_failures: int, console: Console,
+            check_store: Callable[[str, str], None] | None = None, lazy_ray: bool = True) -> RunState:
+    """Everything that can fail on bad input, then Ray. `check_store(uri, dataset)` runs once the store is known
+    to be reachable and before anything starts or is written. With `lazy_ray`, a plan whose trials have all
+    finished starts no Ray (the loop of --until-decided, which plans more later, passes False)."""
     from bench import data as bdata
     from bench import models
     from bench.run import cluster as placement
@@ -144,12 +153,14 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     if max_failures < 0:
         raise SpecError(f"--max-failures must be 0 or more (got {max_failures})")
     placement.check_tracking_uri(uri)
+    if check_store is not None:
+        check_store(uri, plan.dataset)
     ds = bdata.load(plan.dataset, root=data_root)
     mark("driver.data_loaded")
     st_dir = (state_dir or Path(".bench")).resolve()
     summary = Summary(suite.name, profile, plan.dataset, uri, total=len(plan.trials), skipped=0)
     done = track.finished_trials_if_any(uri, suite.name)
-    if all(t.config_hash in done for t in plan.trials):
+    if lazy_ray and all(t.config_hash in done for t in plan.trials):
         # Nothing to run: no Ray runtime to start or join (seconds saved on every re-run of a finished suite).
         return RunState(plan, uri, track.ensure_experiment(uri, suite.name), ds, st_dir, console, summary, done=done,
                         max_failures=max_failures)
@@ -161,13 +172,13 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
         if state_dir is None and nodes > 1:
             raise ray_exec.ClusterError("a multi-node cluster needs --storage: a path every node shares (NFS), "
                                         "where trial checkpoints live; the default ./.bench is local to this machine")
-    trials = check_resources(plan.trials, cluster, embedded=address is None, console=console,
-                             node_types=ray_exec.node_types() if address else None)
+    node_types = ray_exec.node_types() if address else None
+    trials = check_resources(plan.trials, cluster, embedded=address is None, console=console, node_types=node_types)
     plan = replace(plan, trials=trials)
     exp = track.ensure_experiment(uri, suite.name)
     mark("driver.store_ready")
     return RunState(plan, uri, exp, ds, st_dir, console, summary, done=track.finished_trials(uri, exp),
-                    max_failures=max_failures)
+                    max_failures=max_failures, cluster=cluster, embedded=address is None, node_types=node_types)
 
 
 def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:

@@ -122,7 +122,8 @@ def default_tracking_uri(address: str) -> str:
 
 
 def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
-               tracking_uri: str, storage: str | None, python: str = "python") -> str:
+               tracking_uri: str, storage: str | None, python: str = "python", until_decided: bool = False,
+               max_seeds: int | None = None, budget: str | None = None) -> str:
     args = ["run", suite_file, "--profile", profile, "--address", "auto"]
     if dataset:
         args += ["--dataset", dataset]
@@ -132,6 +133,12 @@ def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int
         args += ["--cells", *cells]
     if storage:
         args += ["--storage", storage]
+    if until_decided:
+        args += ["--until-decided"]
+        if max_seeds is not None:
+            args += ["--max-seeds", str(max_seeds)]
+        if budget is not None:
+            args += ["--budget", budget]
     # "${BENCH_TRACKING_URI:-...}" is expanded by the head's shell; anything else is quoted as it is.
     uri = f'"{tracking_uri}"' if tracking_uri.startswith("${") else shlex.quote(tracking_uri)
     # Without --storage, the head's BENCH_STORAGE (a path every node shares) names where checkpoints live.
@@ -140,7 +147,8 @@ def entrypoint(suite_file: str, *, profile: str, dataset: str | None, seeds: int
 
 
 def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
-           tracking_uri: str | None, storage: str | None, address: str | None, wait: bool, out=print) -> int:
+           tracking_uri: str | None, storage: str | None, address: str | None, wait: bool, out=print,
+           until_decided: bool = False, max_seeds: int | None = None, budget: str | None = None) -> int:
     from bench import models
     from bench.spec import load_suite, resolve_path
     from bench.track import git_commit
@@ -148,6 +156,12 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
 
     # Everything that can fail on the input fails here, before anything reaches the cluster.
     suite = load_suite(suite_ref)
+    if until_decided:
+        from bench.run.until_decided import check_args, parse_duration
+
+        check_args(suite, profile, seeds, max_seeds, cells)
+        if budget is not None:
+            parse_duration(budget)
     plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)))
     addr = resolve_address(address)
     c = client(addr)
@@ -166,7 +180,8 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
         job_id = f"bench-{suite.name}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         uri = tracking_uri or default_tracking_uri(addr)
         cmd = entrypoint(f"{suite.name}.yaml", profile=profile, dataset=dataset, seeds=seeds, cells=cells,
-                         tracking_uri=uri, storage=storage, python=python or "python")
+                         tracking_uri=uri, storage=storage, python=python or "python", until_decided=until_decided,
+                         max_seeds=max_seeds, budget=budget)
         meta = {"bench_suite": suite.name, "bench_profile": profile, "bench_dataset": plan.dataset,
                 "bench_trials": str(len(plan.trials)), "bench_tracking_uri": uri}
         try:

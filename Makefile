@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "bench needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch is pinned to the 2.13.0 CPU wheel; see pyproject.toml. --no-compile: byte-compiling every installed
-	# module took about half of the install here (136 s vs 67-77 s); Python compiles what it imports, once.
+	# torch is pinned to the 2.13.0 CPU wheel; see pyproject.toml. pip's own byte-compiling is serial; compileall
+	# on both cores does it in about a minute. Not optional: where PYTHONDONTWRITEBYTECODE is set (it is on these
+	# machines) Python never writes a .pyc itself, so every process compiled torch._dynamo, Lightning and MLflow
+	# from source again: `import lightning.pytorch` 10 s instead of 4, and the time from `bench run` to the first
+	# training step 46 s instead of 18 (python -m bench.perf.startup). Files that do not compile (py2 examples
+	# inside some packages) are never imported; compileall's status for them is ignored.
 	$(BIN)/pip install -q --no-compile -e '.[test]'
+	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1
 	touch $(STAMP)
 
 # The Debian package when apt is usable (root), else the official files with their MD5s into the cache.

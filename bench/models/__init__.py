@@ -13,7 +13,7 @@ from ._registry import (
     model_options,
     register_model,
 )
-from .flops import count_flops, count_params, describe, describe_all
+from .flops import count_flops, count_params, create_meta, describe, describe_all
 # importing a family module registers its models
 from . import densenet, fitnet, highway, preact, resnet_cifar, resnext_cifar, resnext_imagenet  # noqa: F401
 

@@ -170,5 +170,13 @@ def _describe(name: str) -> dict:
     )
 
 
+def create_meta(name: str, **kwargs) -> nn.Module:
+    """The net's structure on the meta device, initialisation skipped: for checks and counting, never values.
+    (An init on meta is not free: nn.init.normal_ there runs a decomposition that imports torch._dynamo, about
+    3 s of every driver's start-up here.)"""
+    with _skip_init(), torch.device("meta"):
+        return create(name, **kwargs)
+
+
 def describe_all(family: str | None = None) -> list[dict]:
     return [describe(n) for n in list_models(family)]

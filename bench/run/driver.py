@@ -72,8 +72,6 @@ class RunState:
 
 def check_models(plan: Plan) -> None:
     """Build every distinct model on the meta device: unknown names and bad kwargs fail here, not in a worker."""
-    import torch
-
     from bench import models
 
     seen = set()
@@ -83,8 +81,7 @@ def check_models(plan: Plan) -> None:
             continue
         seen.add(key)
         try:
-            with torch.device("meta"):
-                models.create(t.model, **t.model_kwargs)
+            models.create_meta(t.model, **t.model_kwargs)
         except models.UnknownModelError as e:
             raise SpecError(f"{plan.suite.name}: cell {t.cell}: {e}") from None
         except (TypeError, ValueError, models.ModelConfigError) as e:
@@ -296,8 +293,6 @@ def longest_first(trials: list[Trial], data) -> list[Trial]:
     """Tune starts a wave's trials in the order given. Longest first (LPT) keeps a wave from ending on one long
     trial while the other slots idle (the quickstart: 594 s in plan order, one slot idle for the last 93 s).
     Cost = multiply-adds per image (counted on the meta device at the data's shape) x images trained."""
-    import torch
-
     from bench import models
     from bench.models.flops import count_flops
 
@@ -307,9 +302,8 @@ def longest_first(trials: list[Trial], data) -> list[Trial]:
     def cost(t: Trial) -> float:
         key = (t.model, repr(sorted(t.model_kwargs.items())))
         if key not in macs:
-            with torch.device("meta"):
-                m = models.create(t.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                                  image_size=data.image_size, **t.model_kwargs)
+            m = models.create_meta(t.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                                   image_size=data.image_size, **t.model_kwargs)
             macs[key] = count_flops(m, data.image_size, data.in_channels)
         p = t.protocol
         images = p.iterations * p.batch_size if p.iterations else p.epochs * min(p.train_subset or n_train, n_train)

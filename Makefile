@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROFILE ?= reduced
 
-.PHONY: run test data setup clean-state gpu-check gpu-speed reports
+.PHONY: run test data postgres setup clean-state gpu-check gpu-speed reports
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned to the 2.13.0 CPU wheel; see pyproject.toml. --no-compile: byte-compiling every installed
 	# module took about half of the install here (136 s vs 67-77 s); Python compiles what it imports, once.
-	$(BIN)/pip install -q --no-compile -e '.[test]'
+	$(BIN)/pip install -q --no-compile -e '.[test,postgres]'
 	touch $(STAMP)
 
 # The Debian package when apt is usable (root), else the official files with their MD5s into the cache.
@@ -29,12 +29,22 @@ data: $(STAMP)
 	fi
 	$(BIN)/bench data fetch fashion-mnist
 
+# PostgreSQL for tests/test_server.py (a database the test starts itself, as the postgres user when root): Debian's
+# package when apt is usable (root) and no PostgreSQL is installed; otherwise a message, and those tests skip.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql with apt"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+		  || echo "apt failed: no PostgreSQL; the PostgreSQL tests will skip"; \
+	else echo "no PostgreSQL and apt is not usable here (not root or no apt-get): the PostgreSQL tests will skip"; fi
+
 run: data
 	$(BIN)/bench run quickstart --profile $(PROFILE)
 	$(BIN)/bench report quickstart --profile $(PROFILE)
 
 # --durations: the log shows where make test's time goes (it must stay under 20 minutes on 2 cores).
-test: data
+test: data postgres
 	$(BIN)/python -m pytest -q --durations=20
 
 # Every suite's reduced profile, run here and reported into reports/SUITE (3-4 h on 2 CPU cores; see the

@@ -40,6 +40,10 @@ PARENT = "parent"
 class TrackingError(BenchError):
     pass
 
+
+class TrackingUnavailable(TrackingError):
+    """The store stayed unreachable or busy for the whole retry budget; the message names it."""
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
@@ -52,6 +56,10 @@ RETRY_BUDGET_S = float(os.environ.get("BENCH_TRACK_RETRY_S", "60"))   # wall tim
 RETRY_BASE_S = 0.05        # first backoff; doubles per retry ...
 RETRY_CAP_S = 4.0          # ... up to this, each with jitter (half fixed, half random)
 RETRY_STATS = {"retries": 0, "gave_up": 0}   # per process; tests and diagnostics read it
+# MLflow's HTTP client retries each request on its own (7 times, backoff doubling from 2 s: about 4 minutes) before
+# raising, so a dead server would hold one call far past BENCH_TRACK_RETRY_S. The retry below is the one policy;
+# MLflow reads this per request, so setting it before the first one is enough (Ray workers import this too).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY|"
     r"connection (?:reset|refused|aborted)|max retries exceeded|temporarily[ _]unavailable|"
@@ -86,14 +94,73 @@ def retry(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
             delay = step / 2 + random.uniform(0, step / 2)
             if time.monotonic() + delay > deadline:
                 RETRY_STATS["gave_up"] += 1
-                log.warning("tracking store still unavailable after %.0f s, giving up: %s",
-                            RETRY_BUDGET_S, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
-                raise
+                raise TrackingUnavailable(
+                    f"{_store_name(fn, e)} unavailable for {RETRY_BUDGET_S:g} s (BENCH_TRACK_RETRY_S), giving up: "
+                    f"{_reason(e)}") from e
             RETRY_STATS["retries"] += 1
             attempt += 1
-            log.debug("transient tracking store error (retry %d in %.2f s): %s", attempt, delay,
-                      str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            log.debug("transient tracking store error (retry %d in %.2f s): %s", attempt, delay, _first_line(e))
             time.sleep(delay)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+_REASON = re.compile(r"connection refused|connection reset by peer|remote end closed connection without response|"
+                     r"database is (?:locked|busy)|too many 50\d error responses|error code 50\d|read timed out", re.I)
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong in a few words, not MLflow's whole HTTP dump."""
+    m = _REASON.search(str(e))
+    return m.group(0) if m else _first_line(e)
+
+
+def _store_name(fn: Callable[..., Any], e: BaseException) -> str:
+    """'tracking server http://host:port' from MLflow's message ('API request to URL failed ...'), else the URI of
+    the client whose method fn is."""
+    cur: BaseException | None = e
+    while cur is not None:
+        m = re.search(r"(https?://[^/\s'\"]+)/(?:api|ajax-api)/", str(cur))
+        if m:
+            return f"tracking server {m.group(1)}"
+        cur = cur.__cause__ or cur.__context__
+    uri = getattr(getattr(fn, "__self__", None), "tracking_uri", None)
+    if isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        return f"tracking server {uri}"
+    return f"tracking store {uri}" if uri else "tracking store"
+
+
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def credential_env() -> dict[str, str]:
+    """The MLflow credential variables set here, for processes that do not inherit this environment (the Ray job a
+    `bench submit` starts, the workers of a cluster joined with --address)."""
+    return {k: os.environ[k] for k in CREDENTIAL_VARS if os.environ.get(k)}
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """One authenticated request to a tracking server, so a missing or wrong password is one clear line before any
+    work starts (MLflow's own message is an HTTP dump, per call). No-op for database URIs; an unreachable server is
+    left to the caller's reachability check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    user, password = (os.environ.get(k) for k in CREDENTIAL_VARS)
+    try:
+        r = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                         auth=(user, password) if user and password else None, timeout=timeout)
+    except requests.exceptions.RequestException:
+        return
+    if r.status_code == 401:
+        if user and password:
+            raise TrackingError(f"tracking server {uri} rejected the credentials of user {user!r} "
+                                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+        raise TrackingError(f"tracking server {uri} needs credentials: set MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD (`bench server --auth` wrote them to STORE_DIR/credentials)")
+    if r.status_code == 403:
+        raise TrackingError(f"tracking server {uri}: user {user!r} may not read experiments there (403)")
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -110,9 +177,10 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 def require_store(uri: str) -> None:
-    """Readers must not create an empty SQLite store as a side effect (MLflow would)."""
+    """Readers must not create an empty SQLite store as a side effect (MLflow would); a server must let them in."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise TrackingError(f"no tracking store at {uri}; run 'bench run SUITE' first or pass --tracking-uri")
+    check_server(uri)
 
 
 _READY: set[str] = set()     # sqlite URIs this process has opened once under the creation lock
@@ -213,7 +281,7 @@ def _exp_artifacts(uri: str, suite: str) -> str | None:
     return f"{root}/{suite}" if root else None
 
 def find_experiment(uri: str, suite: str) -> str | None:
-    exp = client(uri).get_experiment_by_name(f"bench/{suite}")
+    exp = retry(client(uri).get_experiment_by_name, f"bench/{suite}")
     return exp.experiment_id if exp else None
 
 def git_commit() -> str:
@@ -405,8 +473,8 @@ class TrialTracker:
 
 def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
-                                                    tracking_uri=uri))
+    return Path(retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path, dst_path=str(dst),
+                      tracking_uri=uri))
 
 def _search_df(uri: str, exp: str, filter_string: str, **kw) -> pd.DataFrame:
     # mlflow.search_runs reads the global tracking URI, and set_tracking_uri exports it to the environment
@@ -414,7 +482,7 @@ def _search_df(uri: str, exp: str, filter_string: str, **kw) -> pd.DataFrame:
     before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        return mlflow.search_runs([exp], filter_string=filter_string, max_results=50000, **kw)
+        return retry(mlflow.search_runs, [exp], filter_string=filter_string, max_results=50000, **kw)
     finally:
         mlflow.set_tracking_uri(before)   # None clears it again
 
@@ -442,7 +510,7 @@ def load_curves(uri: str, run_ids: list[str], metrics: tuple[str, ...] = (
     rows = []
     for rid in run_ids:
         for m in metrics:
-            for h in c.get_metric_history(rid, m):
+            for h in retry(c.get_metric_history, rid, m):
                 rows.append((rid, m, h.step, h.value))
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 

@@ -144,6 +144,7 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     if max_failures < 0:
         raise SpecError(f"--max-failures must be 0 or more (got {max_failures})")
     placement.check_tracking_uri(uri)
+    track.check_server(uri)
     ds = bdata.load(plan.dataset, root=data_root)
     mark("driver.data_loaded")
     cluster = ray_exec.connect(address, num_cpus=num_cpus)

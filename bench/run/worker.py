@@ -122,6 +122,7 @@ def trainable(config: dict[str, Any], data=None) -> None:
         tracker.finish("FAILED")
         shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)
     except BaseException as e:
-        tracker.set_tags({"error": one_line(e)})
-        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if not isinstance(e, track.TrackingUnavailable):   # else the store is gone: recording it would wait again
+            tracker.set_tags({"error": one_line(e)})
+            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise

@@ -51,7 +51,9 @@ R = TypeVar("R")
 # SQLite answers "database is locked" (SQLITE_BUSY) when a writer has waited out MLflow's busy_timeout (20 s; 5 s
 # for the connection MLflow opens to inspect the schema): many writers, a long reader such as a report or `mlflow
 # ui`, a slow disk. A tracking server answers 5xx or drops the connection while it restarts. Both are worth waiting
-# out; anything else (a bad param, a terminated run, no such experiment) is not, and propagates at once.
+# out, and so does a server whose connection pool ran dry under load (measured with python -m
+# bench.perf.tracking_load at 64 writers); anything else (a bad param, a terminated run, no such experiment) is not,
+# and propagates at once.
 RETRY_BUDGET_S = float(os.environ.get("BENCH_TRACK_RETRY_S", "60"))   # wall time from the first attempt
 RETRY_BASE_S = 0.05        # first backoff; doubles per retry ...
 RETRY_CAP_S = 4.0          # ... up to this, each with jitter (half fixed, half random)
@@ -63,7 +65,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY|"
     r"connection (?:reset|refused|aborted)|max retries exceeded|temporarily[ _]unavailable|"
-    r"error code 50[234]|too many 50[234] error responses|timeout exception", re.I)
+    r"error code 50[234]|too many 50[234] error responses|timeout exception|"
+    # An overloaded server: its workers' SQLAlchemy pools ran dry for 30 s (MLflow answers 400 BAD_REQUEST).
+    r"QueuePool limit of size", re.I)
 _TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 def transient(e: BaseException) -> bool:
@@ -108,7 +112,8 @@ def _first_line(e: BaseException) -> str:
 
 
 _REASON = re.compile(r"connection refused|connection reset by peer|remote end closed connection without response|"
-                     r"database is (?:locked|busy)|too many 50\d error responses|error code 50\d|read timed out", re.I)
+                     r"database is (?:locked|busy)|too many 50\d error responses|error code 50\d|read timed out|"
+                     r"QueuePool limit of size \d+ overflow \d+ reached", re.I)
 
 
 def _reason(e: BaseException) -> str:

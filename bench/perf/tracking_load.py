@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import platform
 import pwd
+import queue
 import random
 import shutil
 import signal
@@ -279,14 +280,20 @@ def trial(uri: str, exp: str, parent: str, i: int, cfg: Config, ckpt: Path, star
 
 def _process(q: Any, indices: list[int], uri: str, exp: str, parent: str, cfg: Config, ckpt: str,
              start_at: float, stagger: list[float]) -> None:
-    """A forked writer process: its trials on threads; reports their results and its retry counts."""
+    """A writer process (or, with procs=0, this one): its trials on threads; reports their results and the retry
+    counts they caused."""
+    before, budget = dict(track.RETRY_STATS), track.RETRY_BUDGET_S
     track.RETRY_STATS.update(retries=0, gave_up=0)
     if cfg.retry_s is not None:
         track.RETRY_BUDGET_S = cfg.retry_s
-    with ThreadPoolExecutor(len(indices)) as pool:
-        res = list(pool.map(lambda ij: trial(uri, exp, parent, ij[0], cfg, Path(ckpt), start_at + ij[1]),
-                            zip(indices, stagger)))
-    q.put({"trials": res, "retry": dict(track.RETRY_STATS)})
+    try:
+        with ThreadPoolExecutor(len(indices)) as pool:
+            res = list(pool.map(lambda ij: trial(uri, exp, parent, ij[0], cfg, Path(ckpt), start_at + ij[1]),
+                                zip(indices, stagger)))
+        q.put({"trials": res, "retry": dict(track.RETRY_STATS)})
+    finally:
+        track.RETRY_STATS.update(before)
+        track.RETRY_BUDGET_S = budget
 
 
 # ---- counting in the backend database -----------------------------------------------------------------------------
@@ -337,6 +344,7 @@ class Result:
     retries: int = 0
     gave_up: int = 0
     restart: dict[str, float] = field(default_factory=dict)
+    server_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def writes_per_s(self) -> float:
@@ -359,9 +367,11 @@ class Result:
 
 
 def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Path, procs: int = 8,
-             server_workers: int | None = None, restart_at: float | None = None, down_s: float = 0.0,
+             server_workers: int | None = None, restart_at: float | None = None, down_s: float | None = 0.0,
              log=print) -> Result:
-    """One server, one fresh store, `writers` concurrent trials. store: a directory (SQLite) or a database URI."""
+    """One server, one fresh store, `writers` concurrent trials. store: a directory (SQLite) or a database URI.
+    procs=0 runs the writers as threads of this process (tests: no fork of a process that may hold threads);
+    down_s=None leaves the server down after the kill."""
     res = Result(backend, writers, cfg)
     srv = Server(store, workdir, workers=server_workers)
     up = srv.start()
@@ -379,10 +389,13 @@ def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Pa
         nproc = max(1, min(procs, writers))
         chunks = [list(range(writers))[k::nproc] for k in range(nproc)]
         ctx = mp.get_context("fork")
-        q = ctx.Queue()
+        q = ctx.Queue() if procs else queue.SimpleQueue()
         start_at = time.time() + 1.0
-        ps = [ctx.Process(target=_process, args=(q, c, uri, exp, parent, cfg, str(ckpt), start_at,
-                                                  [stagger[i] for i in c]), daemon=True) for c in chunks]
+        args = [(q, c, uri, exp, parent, cfg, str(ckpt), start_at, [stagger[i] for i in c]) for c in chunks]
+        if procs:
+            ps = [ctx.Process(target=_process, args=a, daemon=True) for a in args]
+        else:
+            ps = [threading.Thread(target=_process, args=a, daemon=True) for a in args]
         for p in ps:
             p.start()
         restarter = None
@@ -392,6 +405,8 @@ def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Pa
                 t_kill = time.monotonic()
                 res.restart["killed_at_s"] = time.time() - start_at
                 srv.signal_tree(signal.SIGKILL)
+                if down_s is None:
+                    return
                 time.sleep(down_s)
                 res.restart["restart_s"] = srv.start()
                 res.restart["down_s"] = time.monotonic() - t_kill
@@ -423,7 +438,23 @@ def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Pa
         res.checkpoints = len(list(art.glob(f"{exp}/*/artifacts/checkpoints/*.ckpt")))
     finally:
         srv.stop()
+        res.server_errors = server_errors(workdir / "server.log")
     return res
+
+
+def server_errors(log: Path, top: int = 3) -> dict[str, int]:
+    """The server's most frequent error lines (exception type and message, numbers blanked), with counts."""
+    import collections
+    import re
+
+    seen: collections.Counter[str] = collections.Counter()
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return {}
+    for m in re.finditer(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.{0,120})", text, re.M):
+        seen[re.sub(r"\d+", "N", f"{m.group(1)}: {m.group(2)}")] += 1
+    return dict(seen.most_common(top))
 
 
 # ---- reporting ----------------------------------------------------------------------------------------------------
@@ -508,12 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     lines += [HEAD, "|---" * (HEAD.count("|") - 1) + "|"]
     lines += [row(r) for r in results]
     for r in results:
-        if r.restart:
+        if r.restart.get("down_s") is not None:
             lines.append(f"\n{r.backend} N={r.writers}: killed (kill -9, every process group) at "
                          f"{r.restart['killed_at_s']:.1f} s, serving again {r.restart['down_s']:.1f} s later "
                          f"(restart itself {r.restart['restart_s']:.1f} s); retries {r.retries}, gave up "
                          f"{r.gave_up}; rows lost {r.lost_rows}, duplicated {r.counts.get('dup_rows', 0)}.")
-        for f in r.failed[:5]:
+        if r.failed or r.server_errors:
+            lines.append(f"\n{r.backend} N={r.writers}: {len(r.failed)} trials failed; the server logged:")
+            lines += [f"- {n}x {e}" for e, n in r.server_errors.items()]
+        for f in r.failed[:3]:
             lines.append(f"- failed {f}")
     text = "\n".join(lines) + "\n"
     print("\n" + text)

@@ -206,19 +206,25 @@ def prepare(host: str, port: int, store: str | None, workers: int | None = None,
             auth: bool = False) -> tuple[list[str], dict[str, str], Path | None]:
     """Check everything that can be wrong with the input, then create the state directory: (argv, env, the
     credentials file or None). Nothing is written when a check fails."""
+    if auth and not _importable("flask_wtf"):
+        raise ServerError("--auth needs Flask-WTF (MLflow's basic-auth app): pip install 'mlflow[auth]'")
     cmd = command(host, port, store, workers, auth)
     i = cmd.index("--backend-store-uri") + 1
     if not cmd[i].startswith("sqlite:"):
         cmd[i] = database_uri(cmd[i])
     check_database(cmd[i])
-    if auth and not _importable("flask_wtf"):
-        raise ServerError("--auth needs Flask-WTF (MLflow's basic-auth app): pip install 'mlflow[auth]'")
     d = state_dir(store)
     d.mkdir(parents=True, exist_ok=True)
     # MLflow 3's server also starts a job runner (four huey consumers) for its GenAI jobs; bench logs runs only,
     # and those processes took CPU from the trials on every node. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true in
     # the environment brings them back.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    from sqlalchemy.engine import make_url
+
+    if make_url(cmd[i]).password:
+        # A database password on argv is readable by every local user (ps); the environment only by us.
+        env["MLFLOW_BACKEND_STORE_URI"] = cmd[i]
+        del cmd[i - 1:i + 1]
     creds = None
     if auth:
         extra, creds = ensure_auth(d)
@@ -229,7 +235,8 @@ def prepare(host: str, port: int, store: str | None, workers: int | None = None,
 def serve(host: str = "127.0.0.1", port: int = 5000, store: str | None = None, workers: int | None = None,
           auth: bool = False) -> int:
     cmd, env, creds = prepare(host, port, store, workers, auth)
-    backend = cmd[cmd.index("--backend-store-uri") + 1]
+    backend = cmd[cmd.index("--backend-store-uri") + 1] if "--backend-store-uri" in cmd \
+        else env["MLFLOW_BACKEND_STORE_URI"]
     from sqlalchemy.engine import make_url
 
     print(f"tracking server on http://{host}:{port} (store {make_url(backend).render_as_string(hide_password=True)}"

@@ -64,11 +64,14 @@ RETRY_STATS = {"retries": 0, "gave_up": 0}   # per process; tests and diagnostic
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY|"
-    r"connection (?:reset|refused|aborted)|max retries exceeded|temporarily[ _]unavailable|"
+    r"connection (?:reset|refused|aborted|broken)|max retries exceeded|temporarily[ _]unavailable|"
+    # A server killed while it sent its answer: the write may have committed, and replaying it is safe.
+    r"IncompleteRead|remote end closed connection|"
     r"error code 50[234]|too many 50[234] error responses|timeout exception|"
     # An overloaded server: its workers' SQLAlchemy pools ran dry for 30 s (MLflow answers 400 BAD_REQUEST).
     r"QueuePool limit of size", re.I)
-_TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+_TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError)
 
 def transient(e: BaseException) -> bool:
     """Locked/busy SQLite or an unreachable/overloaded server, anywhere in the exception chain: MLflow wraps the
@@ -112,6 +115,7 @@ def _first_line(e: BaseException) -> str:
 
 
 _REASON = re.compile(r"connection refused|connection reset by peer|remote end closed connection without response|"
+                     r"connection broken: IncompleteRead|"
                      r"database is (?:locked|busy)|too many 50\d error responses|error code 50\d|read timed out|"
                      r"QueuePool limit of size \d+ overflow \d+ reached", re.I)
 

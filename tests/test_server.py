@@ -132,6 +132,14 @@ def pg():
         pytest.skip(str(e))
 
 
+def test_a_database_password_stays_off_the_command_line(pg, tmp_path, monkeypatch):
+    base, createdb = pg
+    monkeypatch.chdir(tmp_path)
+    uri = createdb("pw").replace("postgres@", "postgres:s3cret@")      # trust auth: any password is accepted
+    cmd, env, _ = server.prepare("127.0.0.1", 5000, uri)
+    assert "s3cret" not in " ".join(cmd) and "s3cret" in env["MLFLOW_BACKEND_STORE_URI"]
+
+
 @pytest.mark.slow
 def test_suite_through_an_authenticated_server_on_postgresql_and_its_report(pg, tmp_path):
     """The README's form of the URI (postgresql://user@host/db) behind --auth: the smoke quickstart with the
@@ -183,6 +191,20 @@ def test_suite_through_an_authenticated_server_on_postgresql_and_its_report(pg, 
     assert (tmp_path / "mlartifacts").is_dir()
 
 
+@pytest.mark.parametrize("msg", [
+    # a server killed mid-answer (the write may have committed: replaying it is safe)
+    "API request to http://127.0.0.1:1/api/2.0/mlflow/runs/log-batch failed with exception ('Connection broken: "
+    "IncompleteRead(0 bytes read, 2 more expected)', IncompleteRead(0 bytes read, 2 more expected))",
+    # an overloaded server whose workers' connection pools ran dry (MLflow answers 400)
+    "BAD_REQUEST: QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00",
+])
+def test_what_the_load_benchmark_found_is_retried(msg):
+    from mlflow.exceptions import MlflowException
+
+    assert track.transient(MlflowException(msg))
+    assert not track.transient(MlflowException("RESOURCE_DOES_NOT_EXIST: Run 'x' not found"))
+
+
 # ---- the load and restart benchmark, small ------------------------------------------------------------------------
 
 def _small(tmp_path, **kw):
@@ -197,7 +219,8 @@ def test_kill_and_restart_mid_run_loses_and_duplicates_nothing(tmp_path):
     print(f"\nrestart: down {r.restart['down_s']:.1f} s, retries {r.retries}, epoch log max {max(r.epoch_s):.1f} s")
     assert not r.failed, r.failed
     assert r.counts["runs"] == r.counts["finished"] == 4 and r.counts["run_dups"] == 0
-    assert r.counts["distinct"] == r.expected_rows == 4 * (6 * 8 + 4) and r.counts["dup_rows"] == 0
+    assert r.counts["distinct"] == r.acked_rows == r.expected_rows == 4 * (6 * 8 + 4) and r.counts["dup_rows"] == 0
+    assert r.lost_rows == 0
     assert r.checkpoints == 4 * 6 and r.ok()
     assert r.retries > 0 and r.restart["down_s"] > 0
     assert load.row(r).startswith("| sqlite | 4 |")
@@ -212,3 +235,4 @@ def test_server_down_past_the_retry_window_fails_the_trial_naming_the_server(tmp
     # Given up a few seconds after the kill, not after MLflow's own minutes of HTTP retries.
     assert r.wall_s < r.restart["killed_at_s"] + 3 + 15, r.wall_s
     assert r.counts["distinct"] < r.expected_rows and r.counts["dup_rows"] == 0
+    assert r.lost_rows == 0             # what the server had acknowledged before it died is all there

@@ -10,8 +10,9 @@ takes tens of seconds). Each backend (SQLite file, PostgreSQL) gets a fresh stor
 server of our own (`temporary_postgres`), started as the `postgres` user when we are root.
 
 Prints per run: writes per second (every request a writer made), p50/p99/max latency of the per-epoch log_batch
-(what a trial waits for at each epoch end) and of the checkpoint upload, and rows expected / stored / duplicated,
-counted afterwards in the backend database itself (a duplicate is a second row for one run, metric and step).
+(what a trial waits for at each epoch end) and of the checkpoint upload, and metric rows: expected (every trial
+finishing), acknowledged (the server answered OK), stored, lost (acknowledged but not stored) and duplicated (a
+second row for one run, metric and step), counted afterwards in the backend database itself.
 
 `--restart-at S` kill -9s the server (every process group of its process tree) S seconds in and starts it again on
 the same port and store after `--down-s` more seconds; the writers ride it out on bench.track's retry
@@ -236,7 +237,7 @@ def _metric_names(n: int) -> list[str]:
 def trial(uri: str, exp: str, parent: str, i: int, cfg: Config, ckpt: Path, start_at: float) -> dict[str, Any]:
     """One trial's tracking life, timed. Never raises: an error ends the trial and is returned."""
     out: dict[str, Any] = {"i": i, "epoch_s": [], "upload_s": [], "writes": 0, "epochs": 0, "error": None,
-                           "finished": False}
+                           "finished": False, "acked": 0}
     names = _metric_names(cfg.metrics)
     time.sleep(max(0.0, start_at - time.time()))
     try:
@@ -258,6 +259,7 @@ def trial(uri: str, exp: str, parent: str, i: int, cfg: Config, ckpt: Path, star
             t0 = time.perf_counter()
             tr.log_metrics(vals, step)
             out["epoch_s"].append(time.perf_counter() - t0)
+            out["acked"] += len(vals)                                      # the server said these are stored
             if cfg.checkpoint_kb:
                 f = ckdir / f"epoch={e + 1:03d}.ckpt"
                 os.link(ckpt, f)                                           # one file's bytes, a name per epoch
@@ -268,6 +270,7 @@ def trial(uri: str, exp: str, parent: str, i: int, cfg: Config, ckpt: Path, star
             out["writes"] += 1
             out["epochs"] = e + 1
         tr.log_metrics({k: float(i) for k in FINAL_METRICS}, cfg.epochs * STEPS_PER_EPOCH)
+        out["acked"] += len(FINAL_METRICS)
         tr.set_tags({"device": "cpu"})
         tr.finish()
         out["writes"] += 3
@@ -316,9 +319,13 @@ def count_rows(backend_uri: str, exp: str, parent: str) -> dict[str, int]:
         "distinct": f"SELECT count(*) FROM (SELECT run_uuid, key, step FROM metrics WHERE run_uuid IN ({trials}) "
                     "GROUP BY run_uuid, key, step) g",
     }
+    per_run = (f"SELECT run_uuid, count(*) FROM (SELECT run_uuid, key, step FROM metrics WHERE run_uuid IN ({trials}) "
+               "GROUP BY run_uuid, key, step) g GROUP BY run_uuid")
+    args = {"e": int(exp), "p": parent}
     try:
         with eng.connect() as c:
-            got = {k: int(c.execute(sqlalchemy.text(v), {"e": int(exp), "p": parent}).scalar()) for k, v in q.items()}
+            got: dict[str, Any] = {k: int(c.execute(sqlalchemy.text(v), args).scalar()) for k, v in q.items()}
+            got["per_run"] = {r: int(n) for r, n in c.execute(sqlalchemy.text(per_run), args).all()}
     finally:
         eng.dispose()
     got["dup_rows"] = got.pop("rows") - got["distinct"]
@@ -338,6 +345,8 @@ class Result:
     epoch_s: list[float] = field(default_factory=list)
     upload_s: list[float] = field(default_factory=list)
     expected_rows: int = 0
+    acked_rows: int = 0          # rows whose log_batch was answered OK: each must be stored
+    acked_by_run: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
     failed: list[str] = field(default_factory=list)
@@ -357,11 +366,15 @@ class Result:
 
     @property
     def lost_rows(self) -> int:
-        return self.expected_rows - (self.counts.get("distinct", 0))
+        """Rows the server acknowledged that are not in the database (the count that must be 0), run by run: a
+        batch that committed but whose answer was lost is stored without being acknowledged, and must not hide one."""
+        stored = self.counts.get("per_run", {})
+        return sum(max(0, n - stored.get(run, 0)) for run, n in self.acked_by_run.items())
 
     def ok(self) -> bool:
         c = self.counts
-        return (not self.failed and self.lost_rows == 0 and c.get("dup_rows", 0) == 0 and c.get("run_dups", 0) == 0
+        return (not self.failed and self.lost_rows == 0 and self.acked_rows == self.expected_rows
+                and c.get("dup_rows", 0) == 0 and c.get("run_dups", 0) == 0
                 and c.get("runs") == self.writers and c.get("finished") == self.writers
                 and self.checkpoints == (self.writers * self.cfg.epochs if self.cfg.checkpoint_kb else 0))
 
@@ -427,6 +440,9 @@ def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Pa
                 res.writes += t["writes"]
                 res.epoch_s += t["epoch_s"]
                 res.upload_s += t["upload_s"]
+                res.acked_rows += t["acked"]
+                if t.get("run_id"):
+                    res.acked_by_run[t["run_id"]] = t["acked"]
                 ends.append(t["end"])
                 if t["error"]:
                     res.failed.append(f"w{t['i']}: {t['error']}")
@@ -443,7 +459,8 @@ def run_load(backend: str, writers: int, cfg: Config, *, store: str, workdir: Pa
 
 
 def server_errors(log: Path, top: int = 3) -> dict[str, int]:
-    """The server's most frequent error lines (exception type and message, numbers blanked), with counts."""
+    """The server's most frequent failed answers (status, method, path; from uvicorn's access log) and exception
+    lines, with counts. 404s are left out: a get-by-name of an experiment not made yet is one."""
     import collections
     import re
 
@@ -452,6 +469,9 @@ def server_errors(log: Path, top: int = 3) -> dict[str, int]:
         text = log.read_text(errors="replace")
     except OSError:
         return {}
+    for m in re.finditer(r'"(GET|POST|PUT|PATCH|DELETE) ([^ ?"]+)[^"]*" ([45]\d\d)', text):
+        if m.group(3) != "404":
+            seen[f"HTTP {m.group(3)} {m.group(1)} {m.group(2)}"] += 1
     for m in re.finditer(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.{0,120})", text, re.M):
         seen[re.sub(r"\d+", "N", f"{m.group(1)}: {m.group(2)}")] += 1
     return dict(seen.most_common(top))
@@ -459,15 +479,16 @@ def server_errors(log: Path, top: int = 3) -> dict[str, int]:
 
 # ---- reporting ----------------------------------------------------------------------------------------------------
 
-HEAD = ("| backend | N | writes/s | epoch log p50 / p99 / max (s) | upload p50 / p99 (s) | rows expected | "
-        "stored | duplicated | runs (dup) | checkpoints | retries | failed trials |")
+HEAD = ("| backend | N | writes/s | epoch log p50 / p99 / max (s) | upload p50 / p99 (s) | rows expected / "
+        "acknowledged / stored | lost | duplicated | runs (dup) | checkpoints | retries | failed trials |")
 
 
 def row(r: Result) -> str:
     c = r.counts
     return (f"| {r.backend} | {r.writers} | {r.writes_per_s:.0f} | {r.q(r.epoch_s, 50):.3f} / "
             f"{r.q(r.epoch_s, 99):.3f} / {max(r.epoch_s, default=float('nan')):.2f} | {r.q(r.upload_s, 50):.3f} / "
-            f"{r.q(r.upload_s, 99):.3f} | {r.expected_rows} | {c.get('rows', 0)} | {c.get('dup_rows', 0)} | "
+            f"{r.q(r.upload_s, 99):.3f} | {r.expected_rows} / {r.acked_rows} / {c.get('rows', 0)} | {r.lost_rows} | "
+            f"{c.get('dup_rows', 0)} | "
             f"{c.get('runs', 0)} ({c.get('run_dups', 0)}) | {r.checkpoints} | {r.retries} | {len(r.failed)} |")
 
 
@@ -532,8 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = _load()
-    lines = [f"`python -m bench.perf.tracking_load {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-             f"{t_begin}; {_machine()}; {load_before} before, {load_after} after. {cfg.epochs} epochs per trial, "
+    lines = ["# Concurrent trials through one `bench server`" + (", killed and restarted" if a.restart_at else ""),
+             "", f"`python -m bench.perf.tracking_load {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"{t_begin}; {_machine()}; {load_before} before, {load_after} after (the cores are shared with "
+             f"whatever else runs: a load above their count slows the server too). {cfg.epochs} epochs per trial, "
              f"one every {cfg.epoch_s:g} s, {cfg.metrics} metrics per epoch, a {cfg.checkpoint_kb} KB checkpoint "
              f"upload per epoch; server workers: {a.server_workers or 'MLflow default (4)'}.", ""]
     lines += [HEAD, "|---" * (HEAD.count("|") - 1) + "|"]
@@ -543,9 +566,11 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"\n{r.backend} N={r.writers}: killed (kill -9, every process group) at "
                          f"{r.restart['killed_at_s']:.1f} s, serving again {r.restart['down_s']:.1f} s later "
                          f"(restart itself {r.restart['restart_s']:.1f} s); retries {r.retries}, gave up "
-                         f"{r.gave_up}; rows lost {r.lost_rows}, duplicated {r.counts.get('dup_rows', 0)}.")
+                         f"{r.gave_up}; rows acknowledged but lost {r.lost_rows}, duplicated "
+                         f"{r.counts.get('dup_rows', 0)}.")
         if r.failed or r.server_errors:
-            lines.append(f"\n{r.backend} N={r.writers}: {len(r.failed)} trials failed; the server logged:")
+            lines.append(f"\n{r.backend} N={r.writers}: {len(r.failed)} trials failed"
+                         + ("; the server's most frequent errors:" if r.server_errors else ":"))
             lines += [f"- {n}x {e}" for e, n in r.server_errors.items()]
         for f in r.failed[:3]:
             lines.append(f"- failed {f}")

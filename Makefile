@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROFILE ?= reduced
 
-.PHONY: run test check data setup clean-state gpu-check gpu-speed reports
+.PHONY: run test check data postgres setup clean-state gpu-check gpu-speed reports
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# from source again: `import lightning.pytorch` 10 s instead of 4, and the time from `bench run` to the first
 	# training step 46 s instead of 18 (python -m bench.perf.startup). Files that do not compile (py2 examples
 	# inside some packages) are never imported; compileall's status for them is ignored.
-	$(BIN)/pip install -q --no-compile -e '.[test]'
+	$(BIN)/pip install -q --no-compile -e '.[test,postgres]'
 	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1
 	touch $(STAMP)
 
@@ -34,12 +34,22 @@ data: $(STAMP)
 	fi
 	$(BIN)/bench data fetch fashion-mnist
 
+# PostgreSQL for tests/test_server.py (a database the test starts itself, as the postgres user when root): Debian's
+# package when apt is usable (root) and no PostgreSQL is installed; otherwise a message, and those tests skip.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql with apt"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+		  || echo "apt failed: no PostgreSQL; the PostgreSQL tests will skip"; \
+	else echo "no PostgreSQL and apt is not usable here (not root or no apt-get): the PostgreSQL tests will skip"; fi
+
 run: data
 	$(BIN)/bench run quickstart --profile $(PROFILE)
 	$(BIN)/bench report quickstart --profile $(PROFILE)
 
 # --durations: the log shows where make test's time goes (it must stay under 15 minutes on 2 cores).
-test: data
+test: data postgres
 	$(BIN)/python -m pytest -q --durations=20
 
 # The inner loop: unit and component tests (real Lightning, real MLflow stores), no Ray runtime; about 3 minutes.

@@ -119,7 +119,7 @@ def cmd_stop(a: argparse.Namespace) -> int:
 def cmd_server(a: argparse.Namespace) -> int:
     from bench import server
 
-    return server.serve(a.host, a.port, a.store, a.workers)
+    return server.serve(a.host, a.port, a.store, a.workers, a.auth)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -268,11 +268,15 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("server", help="the cluster's MLflow tracking server (database + proxied artifacts)")
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it, unauthenticated, to the network")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network (unauthenticated "
+                                                         "without --auth)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--store", help="directory (sqlite DIR/mlflow.db, DIR/mlartifacts; default .) or a "
                                    "SQLAlchemy URI such as postgresql://user@db/mlflow")
     p.add_argument("--workers", type=int, help="server worker processes (mlflow's default otherwise)")
+    p.add_argument("--auth", action="store_true",
+                   help="MLflow's basic auth; the admin's credentials are made on first start, in "
+                        "STORE_DIR/credentials (0600)")
     p.set_defaults(fn=cmd_server)
 
     p = sub.add_parser("report", help="paper-vs-reproduction report from the MLflow runs")

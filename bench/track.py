@@ -42,6 +42,10 @@ PARENT = "parent"
 class TrackingError(BenchError):
     pass
 
+
+class TrackingUnavailable(TrackingError):
+    """The store stayed unreachable or busy for the whole retry budget; the message names it."""
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
@@ -49,16 +53,27 @@ R = TypeVar("R")
 # SQLite answers "database is locked" (SQLITE_BUSY) when a writer has waited out MLflow's busy_timeout (20 s; 5 s
 # for the connection MLflow opens to inspect the schema): many writers, a long reader such as a report or `mlflow
 # ui`, a slow disk. A tracking server answers 5xx or drops the connection while it restarts. Both are worth waiting
-# out; anything else (a bad param, a terminated run, no such experiment) is not, and propagates at once.
+# out, and so does a server whose connection pool ran dry under load (measured with python -m
+# bench.perf.tracking_load at 64 writers); anything else (a bad param, a terminated run, no such experiment) is not,
+# and propagates at once.
 RETRY_BUDGET_S = float(os.environ.get("BENCH_TRACK_RETRY_S", "60"))   # wall time from the first attempt
 RETRY_BASE_S = 0.05        # first backoff; doubles per retry ...
 RETRY_CAP_S = 4.0          # ... up to this, each with jitter (half fixed, half random)
 RETRY_STATS = {"retries": 0, "gave_up": 0}   # per process; tests and diagnostics read it
+# MLflow's HTTP client retries each request on its own (7 times, backoff doubling from 2 s: about 4 minutes) before
+# raising, so a dead server would hold one call far past BENCH_TRACK_RETRY_S. The retry below is the one policy;
+# MLflow reads this per request, so setting it before the first one is enough (Ray workers import this too).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY|"
-    r"connection (?:reset|refused|aborted)|max retries exceeded|temporarily[ _]unavailable|"
-    r"error code 50[234]|too many 50[234] error responses|timeout exception", re.I)
-_TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    r"connection (?:reset|refused|aborted|broken)|max retries exceeded|temporarily[ _]unavailable|"
+    # A server killed while it sent its answer: the write may have committed, and replaying it is safe.
+    r"IncompleteRead|remote end closed connection|"
+    r"error code 50[234]|too many 50[234] error responses|timeout exception|"
+    # An overloaded server: its workers' SQLAlchemy pools ran dry for 30 s (MLflow answers 400 BAD_REQUEST).
+    r"QueuePool limit of size", re.I)
+_TRANSIENT_TYPES = (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError)
 
 def transient(e: BaseException) -> bool:
     """Locked/busy SQLite or an unreachable/overloaded server, anywhere in the exception chain: MLflow wraps the
@@ -88,14 +103,75 @@ def retry(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
             delay = step / 2 + random.uniform(0, step / 2)
             if time.monotonic() + delay > deadline:
                 RETRY_STATS["gave_up"] += 1
-                log.warning("tracking store still unavailable after %.0f s, giving up: %s",
-                            RETRY_BUDGET_S, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
-                raise
+                raise TrackingUnavailable(
+                    f"{_store_name(fn, e)} unavailable for {RETRY_BUDGET_S:g} s (BENCH_TRACK_RETRY_S), giving up: "
+                    f"{_reason(e)}") from e
             RETRY_STATS["retries"] += 1
             attempt += 1
-            log.debug("transient tracking store error (retry %d in %.2f s): %s", attempt, delay,
-                      str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            log.debug("transient tracking store error (retry %d in %.2f s): %s", attempt, delay, _first_line(e))
             time.sleep(delay)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+_REASON = re.compile(r"connection refused|connection reset by peer|remote end closed connection without response|"
+                     r"connection broken: IncompleteRead|"
+                     r"database is (?:locked|busy)|too many 50\d error responses|error code 50\d|read timed out|"
+                     r"QueuePool limit of size \d+ overflow \d+ reached", re.I)
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong in a few words, not MLflow's whole HTTP dump."""
+    m = _REASON.search(str(e))
+    return m.group(0) if m else _first_line(e)
+
+
+def _store_name(fn: Callable[..., Any], e: BaseException) -> str:
+    """'tracking server http://host:port' from MLflow's message ('API request to URL failed ...'), else the URI of
+    the client whose method fn is."""
+    cur: BaseException | None = e
+    while cur is not None:
+        m = re.search(r"(https?://[^/\s'\"]+)/(?:api|ajax-api)/", str(cur))
+        if m:
+            return f"tracking server {m.group(1)}"
+        cur = cur.__cause__ or cur.__context__
+    uri = getattr(getattr(fn, "__self__", None), "tracking_uri", None)
+    if isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        return f"tracking server {uri}"
+    return f"tracking store {uri}" if uri else "tracking store"
+
+
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def credential_env() -> dict[str, str]:
+    """The MLflow credential variables set here, for processes that do not inherit this environment (the Ray job a
+    `bench submit` starts, the workers of a cluster joined with --address)."""
+    return {k: os.environ[k] for k in CREDENTIAL_VARS if os.environ.get(k)}
+
+
+def check_credentials(uri: str, timeout: float = 10.0) -> None:
+    """One authenticated request to a tracking server, so a missing or wrong password is one clear line before any
+    work starts (MLflow's own message is an HTTP dump, per call). No-op for database URIs; an unreachable server is
+    check_server's to report."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    user, password = (os.environ.get(k) for k in CREDENTIAL_VARS)
+    try:
+        r = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                         auth=(user, password) if user and password else None, timeout=timeout)
+    except requests.exceptions.RequestException:
+        return
+    if r.status_code == 401:
+        if user and password:
+            raise TrackingError(f"tracking server {uri} rejected the credentials of user {user!r} "
+                                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+        raise TrackingError(f"tracking server {uri} needs credentials: set MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD (`bench server --auth` wrote them to STORE_DIR/credentials)")
+    if r.status_code == 403:
+        raise TrackingError(f"tracking server {uri}: user {user!r} may not read experiments there (403)")
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -135,6 +211,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except OSError as e:
         raise TrackingError(f"cannot reach the tracking server at {uri}: {e.strerror or e} (start it with "
                             "'bench server', or pass another --tracking-uri)") from None
+    check_credentials(uri)
 
 
 _READY: set[str] = set()     # sqlite URIs this process has opened once under the creation lock
@@ -235,7 +312,7 @@ def _exp_artifacts(uri: str, suite: str) -> str | None:
     return f"{root}/{suite}" if root else None
 
 def find_experiment(uri: str, suite: str) -> str | None:
-    exp = client(uri).get_experiment_by_name(f"bench/{suite}")
+    exp = retry(client(uri).get_experiment_by_name, f"bench/{suite}")
     return exp.experiment_id if exp else None
 
 def git_commit() -> str:
@@ -467,8 +544,8 @@ class TrialTracker:
 
 def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
-                                                    tracking_uri=uri))
+    return Path(retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path, dst_path=str(dst),
+                      tracking_uri=uri))
 
 def _search_df(uri: str, exp: str, filter_string: str, **kw) -> pd.DataFrame:
     # mlflow.search_runs reads the global tracking URI, and set_tracking_uri exports it to the environment
@@ -476,7 +553,7 @@ def _search_df(uri: str, exp: str, filter_string: str, **kw) -> pd.DataFrame:
     before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        return mlflow.search_runs([exp], filter_string=filter_string, max_results=50000, **kw)
+        return retry(mlflow.search_runs, [exp], filter_string=filter_string, max_results=50000, **kw)
     finally:
         mlflow.set_tracking_uri(before)   # None clears it again
 
@@ -504,7 +581,7 @@ def load_curves(uri: str, run_ids: list[str], metrics: tuple[str, ...] = (
     rows = []
     for rid in run_ids:
         for m in metrics:
-            for h in c.get_metric_history(rid, m):
+            for h in retry(c.get_metric_history, rid, m):
                 rows.append((rid, m, h.step, h.value))
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 

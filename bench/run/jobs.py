@@ -151,7 +151,7 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
            until_decided: bool = False, max_seeds: int | None = None, budget: str | None = None) -> int:
     from bench import models
     from bench.spec import load_suite, resolve_path
-    from bench.track import git_commit
+    from bench.track import credential_env, git_commit
     from bench.trials import make_plan
 
     # Everything that can fail on the input fails here, before anything reaches the cluster.
@@ -187,8 +187,10 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
         try:
             c.submit_job(entrypoint=cmd, submission_id=job_id, metadata=meta, entrypoint_num_cpus=0,
                          runtime_env={"working_dir": str(work), "py_modules": [str(PKG)],
-                                      # The job runs from a copy without .git: the runs carry our commit.
-                                      "env_vars": {"PYTHONUNBUFFERED": "1", "BENCH_GIT_COMMIT": git_commit()}})
+                                      # The job runs from a copy without .git: the runs carry our commit. An
+                                      # authenticated server's credentials travel in the job's env, when set here.
+                                      "env_vars": {"PYTHONUNBUFFERED": "1", "BENCH_GIT_COMMIT": git_commit(),
+                                                   **credential_env()}})
         except Exception as e:  # noqa: BLE001
             raise JobError(f"submitting to {addr}: {_one_line(e)}") from None
     finally:

@@ -51,9 +51,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         if address:
             # Ship the package to the cluster: nodes need bench's code, not this checkout. A Ray job (bench
             # submit) already ships it in the job's runtime env, which its workers inherit.
+            # Workers of a joined cluster inherit the nodes' environment, not ours: the tracking server's
+            # credentials travel in the runtime env too, when set.
+            from bench.track import credential_env
+
             in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-                     runtime_env=None if in_job else {"py_modules": [str(REPO / "bench")]})
+            env = {"py_modules": [str(REPO / "bench")], **({"env_vars": credential_env()} if credential_env() else {})}
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env=None if in_job else env)
         else:
             # "local": a new instance of our own, even where `ray start` left a cluster (or a stale
             # /tmp/ray/ray_current_cluster of a dead one) that a plain ray.init() would try to join.

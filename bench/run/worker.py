@@ -137,6 +137,7 @@ def _run(trial: Trial, cfg: dict[str, Any], data, work: Path) -> None:
         tracker.finish("FAILED")
         shutil.rmtree(cfg["ckpt_dir"], ignore_errors=True)
     except BaseException as e:
-        tracker.set_tags({"error": one_line(e)})
-        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if not isinstance(e, track.TrackingUnavailable):   # else the store is gone: recording it would wait again
+            tracker.set_tags({"error": one_line(e)})
+            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise

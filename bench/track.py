@@ -13,7 +13,6 @@ import os
 import platform
 import random
 import re
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -23,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -34,6 +32,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from bench import BenchError
+from bench.net import unreachable
 from bench.trials import Trial, flatten
 
 T = "bench."  # tag prefix: tags.bench.suite etc. in search_runs' DataFrame
@@ -199,18 +198,13 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     about five minutes. A TCP connect answers at once; no-op for other stores."""
     if not uri.startswith(("http://", "https://")):
         return
-    u = urlparse(uri)
     try:
-        port = u.port or (443 if u.scheme == "https" else 80)
-    except ValueError:
-        raise TrackingError(f"bad tracking URI {uri!r}: the port is not a number") from None
-    if not u.hostname:
-        raise TrackingError(f"bad tracking URI {uri!r}; expected http://HOST:PORT")
-    try:
-        socket.create_connection((u.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        raise TrackingError(f"cannot reach the tracking server at {uri}: {e.strerror or e} (start it with "
-                            "'bench server', or pass another --tracking-uri)") from None
+        why = unreachable(uri, timeout)
+    except ValueError as e:
+        raise TrackingError(f"bad tracking URI {uri!r}: {e}") from None
+    if why:
+        raise TrackingError(f"cannot reach the tracking server at {uri}: {why} (start it with 'bench server', or "
+                            "pass another --tracking-uri)")
     check_credentials(uri)
 
 

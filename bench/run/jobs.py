@@ -12,7 +12,6 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -42,17 +41,14 @@ def resolve_address(address: str | None) -> str:
 
 def probe(url: str, what: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """A TCP connect answers in seconds; the Jobs client (and MLflow's) retry an unreachable host for long."""
-    u = urlparse(url)
+    from bench.net import unreachable
+
     try:
-        port = u.port or (443 if u.scheme == "https" else 80)
-    except ValueError:
-        raise JobError(f"bad {what} address {url!r}") from None
-    if not u.hostname:
-        raise JobError(f"bad {what} address {url!r}; expected http://HOST:PORT")
-    try:
-        socket.create_connection((u.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        raise JobError(f"cannot reach {what} at {url}: {e.strerror or e}") from None
+        why = unreachable(url, timeout)
+    except ValueError as e:
+        raise JobError(f"bad {what} address {url!r}: {e}") from None
+    if why:
+        raise JobError(f"cannot reach {what} at {url}: {why}")
 
 
 def client(address: str | None):

@@ -79,13 +79,30 @@ def test_credentials_are_private_made_once_and_reused(tmp_path):
         server.ensure_auth(tmp_path)
 
 
-def test_job_and_cluster_workers_get_the_credentials_only_when_set(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    assert track.credential_env() == {}
+def test_a_submitted_job_gets_the_credentials_in_its_env_only_when_set(monkeypatch):
+    from bench.run import jobs
+
+    sent = []
+
+    class FakeJobs:
+        def submit_job(self, **kw):
+            sent.append(kw["runtime_env"]["env_vars"])
+
+    monkeypatch.setattr(jobs, "client", lambda addr: FakeJobs())
+    monkeypatch.setattr(jobs, "resolve_address", lambda addr: "http://127.0.0.1:8265")
+    for k in track.CREDENTIAL_VARS:
+        monkeypatch.delenv(k, raising=False)
+
+    def submit():
+        assert jobs.submit("quickstart", profile="smoke", dataset=None, seeds=None, cells=None, storage=None,
+                           tracking_uri="http://head:5000", address=None, wait=False, out=lambda *_: None) == 0
+
+    submit()
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
-    assert track.credential_env() == {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "pw"}
+    submit()
+    assert not set(track.CREDENTIAL_VARS) & set(sent[0])
+    assert sent[1]["MLFLOW_TRACKING_USERNAME"] == "admin" and sent[1]["MLFLOW_TRACKING_PASSWORD"] == "pw"
 
 
 # ---- auth: a real server -------------------------------------------------------------------------------------------

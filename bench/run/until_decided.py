@@ -227,6 +227,8 @@ def run_until_decided(suite_ref: str, *, profile: str = "paper", dataset: str | 
             beat.stop()
         if st.parent is not None:
             close(st)
+    # Skipped: the sequence's results that were in the store before this run (pending counts one wave only).
+    st.summary.skipped = max(0, len(used) - len(st.summary.finished) - len(st.summary.diverged))
     st.summary.decisions = {c["id"]: (c["sequential"]["status"] if c.get("sequential") else c["verdict"],
                                       c["sequential"]["n"] if c.get("sequential") else 0) for c in claims}
     st.summary.wall_s = time.time() - t_start

@@ -52,7 +52,7 @@ run: data
 test: data postgres
 	$(BIN)/python -m pytest -q --durations=20
 
-# The inner loop: unit and component tests (real Lightning, real MLflow stores), no Ray runtime; about 3 minutes.
+# The inner loop: unit and component tests (real Lightning, real MLflow stores), no Ray runtime; about 2 minutes.
 check: data
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 

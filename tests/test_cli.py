@@ -5,38 +5,22 @@ only add seconds of imports per call. The installed script itself, in its own pr
 by tests/test_packaging.py, and the closed-pipe test below needs (and uses) a real process.
 """
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 import bench as bench_pkg
 
 from fixtures_data import write_cifar10, write_poisoned_pickle
+from helpers import run_cli
 
 
 def bench(*args, cwd=None, timeout=None):   # timeout: kept for call sites; in-process calls have none
-    from bench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                rc = main([str(a) for a in args])
-            except SystemExit as e:   # argparse
-                rc = e.code
-    finally:
-        os.chdir(here)
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+    return run_cli(args, cwd)
 
 
 def test_list_json_has_all_suites_with_cells():

@@ -180,23 +180,11 @@ def _error_line(r):
 
 
 def _main(args, cwd):
-    """bench.cli.main in this process: the time bounds below then measure bench's own probing (seconds, against
-    minutes of client retries), not a fresh interpreter's imports, which take a loaded 2-core box tens of seconds."""
-    import contextlib
-    import io
-    import os
-    from types import SimpleNamespace
+    """In this process: the time bounds below then measure bench's own probing (seconds, against minutes of client
+    retries), not a fresh interpreter's imports, which take a loaded 2-core box tens of seconds."""
+    from helpers import run_cli
 
-    from bench.cli import main
-
-    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(args)
-    finally:
-        os.chdir(here)
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+    return run_cli(args, cwd)
 
 
 def test_unreachable_head_is_a_one_line_error_in_seconds(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bench import BenchError
+from bench.net import unreachable
 
 PKG = Path(__file__).resolve().parent.parent          # the installed or checked-out `bench` package
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -41,8 +42,6 @@ def resolve_address(address: str | None) -> str:
 
 def probe(url: str, what: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """A TCP connect answers in seconds; the Jobs client (and MLflow's) retry an unreachable host for long."""
-    from bench.net import unreachable
-
     try:
         why = unreachable(url, timeout)
     except ValueError as e:

@@ -25,6 +25,8 @@ def _sequential_args(a: argparse.Namespace) -> float | None:
             if v is not None:
                 raise SpecError(f"{flag} needs --until-decided")
         return None
+    if getattr(a, "first_seed", 0):
+        raise SpecError("--until-decided numbers its seeds 0, 1, 2, ...; --first-seed is for fixed pilot runs")
     from bench.run.until_decided import parse_duration
 
     return parse_duration(a.budget) if a.budget is not None else None
@@ -46,7 +48,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.until_decided:
         s = run_until_decided(a.suite, max_seeds=a.max_seeds, budget_s=budget, **kw)
     else:
-        s = run_suite(a.suite, **kw)
+        s = run_suite(a.suite, first_seed=a.first_seed, **kw)
     console.print(f"suite {s.suite}: {len(s.finished)} finished, {len(s.failed)} failed, {s.skipped} skipped "
                   f"in {s.wall_s:.1f} s" + (f", {len(s.diverged)} diverged" if s.diverged else ""))
     if a.until_decided:
@@ -223,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="paper")
     p.add_argument("--dataset", help="run on another dataset than the suite's (e.g. fashion-mnist)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1), overriding the profile")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="number the seeds from here (e.g. 1000 for pilot runs kept apart from the reported seeds)")
     p.add_argument("--cells", nargs="+", help="only these cell ids (teachers are added as needed)")
     p.add_argument("--address", help="join an existing Ray cluster (default: embedded local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")

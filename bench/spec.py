@@ -248,6 +248,14 @@ def _check_resources(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+class Proxy(_Strict):
+    """A net that stands in for a cell's in one profile (a smaller base depth, a narrower stage), and why it keeps
+    the comparison's principle. The report prints the note beside both nets' parameters and multiply-adds."""
+    model: str
+    kwargs: dict[str, Any] = {}
+    note: str = Field(min_length=1)
+
+
 class Profile(_Strict):
     description: str = ""
     dataset: str | None = None
@@ -260,6 +268,8 @@ class Profile(_Strict):
     search: dict[str, Any] | None = None
     # Claim id -> why this profile cannot decide (or fails) that claim; wins over the claim's if_fails.
     claim_notes: dict[str, str] = {}
+    # Cell id -> the net that stands in for the cell's in this profile (the profile's model_kwargs still apply).
+    proxies: dict[str, Proxy] = {}
 
     _r = field_validator("resources")(classmethod(lambda cls, v: _check_resources(v)))
 
@@ -312,6 +322,9 @@ class Suite(_Strict):
             for ref in p.claim_notes:
                 if ref not in cids:
                     raise ValueError(f"profile {pname!r}: claim_notes names unknown claim {ref!r}")
+            for ref in p.proxies:
+                if ref not in known:
+                    raise ValueError(f"profile {pname!r}: proxies names unknown cell {ref!r}")
         return self
 
     def cell(self, cid: str) -> Cell:

@@ -102,7 +102,8 @@ def _check_profile_kwargs(suite: Suite, profile: str, kwargs: dict, model_option
     """A profile model kwarg that no cell's model takes is a typo, not a setting to drop silently."""
     if not kwargs or model_options is None:
         return
-    taken = set().union(*(model_options(c.model) for c in suite.cells))
+    taken = set().union(*(model_options(c.model) for c in suite.cells),
+                        *(model_options(x.model) for x in get_profile(suite, profile).proxies.values()))
     unknown = sorted(set(kwargs) - taken)
     if unknown:
         raise SpecError(f"suite {suite.name}: profile {profile}: model_kwargs {', '.join(unknown)} "
@@ -111,16 +112,24 @@ def _check_profile_kwargs(suite: Suite, profile: str, kwargs: dict, model_option
 
 def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, seeds: int | None = None,
               cells: list[str] | None = None,
-              model_options: Callable[[str], set[str]] | None = None) -> Plan:
+              model_options: Callable[[str], set[str]] | None = None, first_seed: int = 0) -> Plan:
     """Resolve the profile once; expand cells × seeds (teachers before students); draw search samples.
 
     model_options(model) -> the keyword arguments a model takes: a search's 'model.x' values reach only models
-    that take x (a plain net has no gate bias). Needed only for a suite with a search."""
+    that take x (a plain net has no gate bias). Needed only for a suite with a search.
+
+    first_seed numbers a count of seeds from there: pilot runs (1000, 1001, ...) that share no seed with the
+    confirmatory ones (0, 1, ...)."""
     p = get_profile(suite, profile)
     if seeds is not None and seeds < 1:
         raise SpecError(f"--seeds must be at least 1, got {seeds}")
-    seed_list = list(range(seeds)) if seeds is not None else (
-        list(suite.seeds) if p.seeds is None else list(range(p.seeds)) if isinstance(p.seeds, int) else list(p.seeds))
+    if first_seed < 0:
+        raise SpecError(f"--first-seed must be at least 0, got {first_seed}")
+    count = seeds if seeds is not None else p.seeds if isinstance(p.seeds, int) else None
+    if first_seed and count is None:
+        raise SpecError(f"--first-seed numbers a count of seeds; profile {profile} lists its seeds: pass --seeds N")
+    seed_list = list(range(first_seed, first_seed + count)) if count is not None else (
+        list(suite.seeds) if p.seeds is None else list(p.seeds))
     if not seed_list:
         raise SpecError(f"suite {suite.name}: profile {profile} has no seeds")
     ds = dataset or p.dataset or suite.dataset
@@ -133,15 +142,19 @@ def make_plan(suite: Suite, profile: str = "paper", dataset: str | None = None, 
         if wanted and cell.id not in wanted:
             continue
         proto = resolve_protocol(suite, profile, cell)
-        # A profile-wide model kwarg (width, init) reaches the cells whose model takes it.
-        pkw = {k: v for k, v in p.model_kwargs.items() if model_options is None or k in model_options(cell.model)}
+        proxy = p.proxies.get(cell.id)
+        model = proxy.model if proxy else cell.model
+        # A profile-wide model kwarg (width, init) reaches the cells whose model takes it; it wins over the cell's
+        # own, and a proxy's (set in the same profile, for one cell) wins over it.
+        pkw = {k: v for k, v in p.model_kwargs.items() if model_options is None or k in model_options(model)}
+        kwargs = {**pkw, **proxy.kwargs} if proxy else {**cell.kwargs, **pkw}
         # The profile wins over the cell (a smoke profile stays small), as for the protocol.
         res = Resources.model_validate(base_res | cell.resources | p.resources)
         for seed in seed_list:
             # A student uses the teacher trial of the same seed.
             teacher = by_key[(cell.teacher, seed)].config_hash if cell.teacher else None
-            t = Trial(suite=suite.name, cell=cell.id, seed=seed, profile=profile, dataset=ds, model=cell.model,
-                      model_kwargs={**cell.kwargs, **pkw}, protocol=proto, method=cell.method, teacher=teacher,
+            t = Trial(suite=suite.name, cell=cell.id, seed=seed, profile=profile, dataset=ds, model=model,
+                      model_kwargs=kwargs, protocol=proto, method=cell.method, teacher=teacher,
                       resources=res)
             by_key[(cell.id, seed)] = t
             out.append(t)

@@ -474,3 +474,44 @@ def test_narrow_stand_ins_keep_resnet50_and_resnext50_at_equal_flops():
     assert m.units[0].conv2.groups == 32 and m.units[0].conv2.out_channels == 32  # 32 groups of 1 channel
     with pytest.raises(ModelConfigError, match="fractional group width"):
         create("resnext50_32x4d", width=8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proxies: the same families at another depth or width (reduced profiles' stand-ins)
+
+
+def test_generic_preresnet_and_resnext_rebuild_the_named_nets_at_their_depth():
+    # The proxy builders are the named nets' own code: at the named depth they give the same net.
+    same = [
+        (create("preresnet", depth=110, unit="c"), create("preresnet110_c")),
+        (create("preresnet", depth=164, unit="e", bottleneck=True), create("preresnet164_e")),
+        (create("resnext", num_classes=1000, layers=[3, 4, 6, 3], cardinality=32, base_width=4),
+         create("resnext50_32x4d", num_classes=1000)),
+        (create("resnext", num_classes=1000, layers=[3, 4, 23, 3], base_width=100), create("resnet101_1x100d", num_classes=1000)),
+    ]
+    for a, b in same:
+        assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    with pytest.raises(ModelConfigError, match="unit must be one of a-e"):
+        create("preresnet", depth=32, unit="f")
+    with pytest.raises(ModelConfigError, match="6n\\+2"):
+        create("preresnet", depth=33)
+    with pytest.raises(ModelConfigError, match="layers must be 4 block counts"):
+        create("resnext", layers=[1, 1, 1])
+
+
+def test_scale_narrows_fitnets_teacher_and_highway_nets_at_the_same_depth():
+    teacher = create("fitnet_teacher", scale=0.25)
+    assert teacher.hint_shape == (48, 7, 7)
+    full, quarter = create("fitnet4"), create("fitnet4", scale=0.25)
+    assert len(full.layers) == len(quarter.layers) == 17
+    assert quarter.hint_shape[0] == full.hint_shape[0] // 4
+    hw, hw4 = create("highway2"), create("highway2", scale=0.25)
+    assert sum(1 for _ in hw.modules()) == sum(1 for _ in hw4.modules())
+    assert count_flops(hw4, 32) < count_flops(hw, 32) / 10
+    # A half-width student still regresses to a quarter-width teacher's hint.
+    student = create("fitnet1", scale=0.5)
+    reg = HintRegressor(student.hint_shape, teacher.hint_shape)
+    x = torch.randn(2, 3, 32, 32)
+    assert reg(student.forward_hint(x)[1]).shape == teacher.forward_hint(x)[1].shape
+    with pytest.raises(ModelConfigError, match="scale"):
+        create("highway1", scale=0)

@@ -216,3 +216,39 @@ def test_lr_schedule_fraction_and_epochs():
     e = _proto(epochs=300, schedule={"unit": "epochs", "milestones": [150, 225]})
     assert milestone_steps(e, 391) == [150 * 391, 225 * 391]
     assert lr_at(150 * 391, e, 391) == pytest.approx(0.01)
+
+
+def test_first_seed_numbers_pilot_seeds_apart_from_the_reported_ones(tmp_path):
+    from bench.trials import make_plan
+
+    s = load_suite(write(tmp_path, MINIMAL))
+    pilot = make_plan(s, "smoke", seeds=2, first_seed=1000)
+    assert pilot.seeds == [1000, 1001] and {t.seed for t in pilot.trials} == {1000, 1001}
+    confirm = make_plan(s, "smoke", seeds=2)
+    assert confirm.seeds == [0, 1]
+    assert not {t.config_hash for t in pilot.trials} & {t.config_hash for t in confirm.trials}
+    doc = _broken(lambda d: d["profiles"]["smoke"].update(seeds=[3, 5]))
+    with pytest.raises(SpecError, match="lists its seeds: pass --seeds N"):
+        make_plan(load_suite(write(tmp_path, doc)), "smoke", first_seed=1000)
+    with pytest.raises(SpecError, match="--first-seed must be at least 0"):
+        make_plan(s, "smoke", seeds=1, first_seed=-1)
+
+
+def test_a_profile_proxy_replaces_the_cells_net_and_its_kwargs_win(tmp_path):
+    from bench.trials import make_plan
+
+    doc = _broken(lambda d: d["profiles"]["smoke"].update(
+        model_kwargs={"width": 8},
+        proxies={"a": {"model": "preresnet", "kwargs": {"depth": 8, "unit": "a", "width": 4}, "note": "shallower"}}))
+    s = load_suite(write(tmp_path, doc))
+    by_cell = {t.cell: t for t in make_plan(s, "smoke", seeds=1).trials}
+    assert (by_cell["a"].model, by_cell["a"].model_kwargs) == ("preresnet", {"depth": 8, "unit": "a", "width": 4})
+    assert (by_cell["b"].model, by_cell["b"].model_kwargs) == ("plain20", {"width": 8})
+    assert by_cell["a"].config_hash != make_plan(load_suite(write(tmp_path, MINIMAL, "m2.yaml")), "smoke",
+                                                 seeds=1).trials[0].config_hash
+    bad = _broken(lambda d: d["profiles"]["smoke"].update(proxies={"zz": {"model": "resnet20", "note": "n"}}))
+    with pytest.raises(SpecError, match="proxies names unknown cell 'zz'"):
+        load_suite(write(tmp_path, bad))
+    bad = _broken(lambda d: d["profiles"]["smoke"].update(proxies={"a": {"model": "resnet20"}}))
+    with pytest.raises(SpecError, match="note"):
+        load_suite(write(tmp_path, bad))

@@ -196,3 +196,24 @@ def test_tf32_on_cuda_enables_tf32():
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     S.apply_precision("32", torch.device("cuda"))
     assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_it_and_says_so(monkeypatch):
+    import pandas as pd
+
+    from bench.report.tables import summarize_runs
+    from bench.train import speed as sp
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(sp, "cpu_bf16", lambda: False)
+    assert sp.apply_precision("bf16-mixed", cpu) == "32"
+    assert sp.precision_used("bf16-mixed", cpu) == "32"
+    assert sp.precision_used("tf32", cpu) == "32"
+    monkeypatch.setattr(sp, "cpu_bf16", lambda: True)
+    assert sp.apply_precision("bf16-mixed", cpu) == "bf16-mixed"
+    assert sp.precision_used("bf16-mixed", cpu) == "bf16-mixed"
+    # The report's header names both: what the protocol asked and what a run computed in.
+    runs = pd.DataFrame({"params.protocol.precision": ["bf16-mixed", "bf16-mixed", "32"],
+                         "tags.bench.precision.used": ["bf16-mixed", "32", None]})
+    assert summarize_runs(runs)["precision"] == [
+        "bf16-mixed ×1", "bf16-mixed, computed in 32 (no bfloat16 on this CPU) ×1", "32 ×1"]

@@ -96,18 +96,27 @@ class _HintNet(nn.Module):
         return self.forward_hint(x)[0]
 
 
+def scaled(channels: int, scale: float) -> int:
+    """A reduced profile's channel count: `scale` times the paper's, at least 1 (same depth, same pieces)."""
+    if not 0 < scale <= 4:
+        raise ModelConfigError(f"scale must be in (0, 4], got {scale}")
+    return max(1, int(round(channels * scale)))
+
+
 class MaxoutTeacher(_HintNet):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, fc_pieces: int = 2, init: str = "paper"):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, fc_pieces: int = 2, init: str = "paper",
+                 scale: float = 1.0):
         super().__init__()
         pool = lambda k: nn.MaxPool2d(k, 2, ceil_mode=True)  # noqa: E731  (cuda-convnet rounds up)
+        c1, c2, c3, fc = (scaled(c, scale) for c in (96, 192, 192, 500))
         self.layers = nn.ModuleList([
-            nn.Sequential(MaxoutConv2d(in_channels, 96, 8, padding=4), pool(4)),  # (96, 16, 16)
-            nn.Sequential(MaxoutConv2d(96, 192, 8, padding=3), pool(4)),  # (192, 7, 7): the hint
-            nn.Sequential(MaxoutConv2d(192, 192, 5, padding=3), pool(2)),  # (192, 5, 5)
+            nn.Sequential(MaxoutConv2d(in_channels, c1, 8, padding=4), pool(4)),  # (96, 16, 16)
+            nn.Sequential(MaxoutConv2d(c1, c2, 8, padding=3), pool(4)),  # (192, 7, 7): the hint
+            nn.Sequential(MaxoutConv2d(c2, c3, 5, padding=3), pool(2)),  # (192, 5, 5)
         ])
         self.hint_index = 2
-        self.hint_shape = (192, 7, 7)
-        self.head = nn.Sequential(MaxoutLinear(192 * 5 * 5, 500, fc_pieces), nn.Linear(500, num_classes))
+        self.hint_shape = (c2, 7, 7)
+        self.head = nn.Sequential(MaxoutLinear(c3 * 5 * 5, fc, fc_pieces), nn.Linear(fc, num_classes))
         _init(self, init)
 
 
@@ -122,11 +131,13 @@ class FitNet(_HintNet):
         in_channels: int = 3,
         fc_pieces: int = 2,
         init: str = "paper",
+        scale: float = 1.0,
     ):
         super().__init__()
         layers, cin, size = [], in_channels, 32
         for s, widths in enumerate(stages):
             for j, w in enumerate(widths):
+                w = scaled(w, scale)
                 mods: list[nn.Module] = [MaxoutConv2d(cin, w, 3, padding=1)]
                 if j == len(widths) - 1:
                     mods.append(nn.MaxPool2d(2) if s < len(stages) - 1 else nn.AdaptiveMaxPool2d(1))
@@ -137,7 +148,8 @@ class FitNet(_HintNet):
             size //= 2
         self.layers = nn.ModuleList(layers)
         self.hint_index = guided
-        self.head = nn.Sequential(MaxoutLinear(cin, 500, fc_pieces), nn.Linear(500, num_classes))
+        fc = scaled(500, scale)
+        self.head = nn.Sequential(MaxoutLinear(cin, fc, fc_pieces), nn.Linear(fc, num_classes))
         _init(self, init)
 
 
@@ -169,25 +181,25 @@ def hint_loss(regressed: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
 
 
 @register_model(family="fitnet", paper_params=9e6, paper_flops=725e6, paper_ref=REF)
-def fitnet_teacher(num_classes=10, in_channels=3, fc_pieces=2, init="paper"):
-    return MaxoutTeacher(num_classes, in_channels, fc_pieces, init)
+def fitnet_teacher(num_classes=10, in_channels=3, fc_pieces=2, init="paper", scale=1.0):
+    return MaxoutTeacher(num_classes, in_channels, fc_pieces, init, scale)
 
 
 @register_model(family="fitnet", paper_params=250e3, paper_flops=30e6, paper_ref=REF)
-def fitnet1(num_classes=10, in_channels=3, fc_pieces=2, init="paper"):
-    return FitNet(((16, 16, 16), (32, 32, 32), (48, 48, 64)), 6, num_classes, in_channels, fc_pieces, init)
+def fitnet1(num_classes=10, in_channels=3, fc_pieces=2, init="paper", scale=1.0):
+    return FitNet(((16, 16, 16), (32, 32, 32), (48, 48, 64)), 6, num_classes, in_channels, fc_pieces, init, scale)
 
 
 @register_model(family="fitnet", paper_params=862e3, paper_flops=108e6, paper_ref=REF)
-def fitnet2(num_classes=10, in_channels=3, fc_pieces=2, init="paper"):
-    return FitNet(((16, 32, 32), (48, 64, 80), (96, 96, 128)), 6, num_classes, in_channels, fc_pieces, init)
+def fitnet2(num_classes=10, in_channels=3, fc_pieces=2, init="paper", scale=1.0):
+    return FitNet(((16, 32, 32), (48, 64, 80), (96, 96, 128)), 6, num_classes, in_channels, fc_pieces, init, scale)
 
 
 @register_model(family="fitnet", paper_params=1.6e6, paper_flops=392e6, paper_ref=REF)
-def fitnet3(num_classes=10, in_channels=3, fc_pieces=2, init="paper"):
-    return FitNet(((32, 48, 64, 64), (80, 80, 80, 80), (128, 128, 128)), 8, num_classes, in_channels, fc_pieces, init)
+def fitnet3(num_classes=10, in_channels=3, fc_pieces=2, init="paper", scale=1.0):
+    return FitNet(((32, 48, 64, 64), (80, 80, 80, 80), (128, 128, 128)), 8, num_classes, in_channels, fc_pieces, init, scale)
 
 
 @register_model(family="fitnet", paper_params=2.5e6, paper_flops=382e6, paper_ref=REF)
-def fitnet4(num_classes=10, in_channels=3, fc_pieces=2, init="paper"):
-    return FitNet(((32, 32, 32, 48, 48), (80,) * 6, (128,) * 6), 11, num_classes, in_channels, fc_pieces, init)
+def fitnet4(num_classes=10, in_channels=3, fc_pieces=2, init="paper", scale=1.0):
+    return FitNet(((32, 32, 32, 48, 48), (80,) * 6, (128,) * 6), 11, num_classes, in_channels, fc_pieces, init, scale)

@@ -94,14 +94,18 @@ class ConvHighwayNet(nn.Module):
         in_channels: int = 3,
         gate_bias: float = -2.0,
         dropout: float = 0.2,
+        scale: float = 1.0,
     ):
         super().__init__()
+        if not 0 < scale <= 4:
+            raise ModelConfigError(f"highway: scale must be in (0, 4], got {scale}")
         if gate_bias >= 0:
             raise ModelConfigError(f"highway: gate_bias should be negative (carry at start), got {gate_bias}")
         check_dropout("highway", dropout)
         self.dropout = dropout
         blocks, cin = [], in_channels
         for width, kernels in stages:
+            width = max(1, int(round(width * scale)))   # a reduced profile's narrower stages, same depth
             plain = nn.Conv2d(cin, width, 3, padding=1)
             _caffe_xavier(plain.weight)
             nn.init.zeros_(plain.bias)
@@ -166,29 +170,29 @@ class FCNet(nn.Module):
         return self.out(self.layers(self.first(torch.flatten(x, 1))))
 
 
-def _conv(stages, num_classes, in_channels, gate_bias, dropout):
-    return ConvHighwayNet(stages, num_classes, in_channels, gate_bias, dropout)
+def _conv(stages, num_classes, in_channels, gate_bias, dropout, scale=1.0):
+    return ConvHighwayNet(stages, num_classes, in_channels, gate_bias, dropout, scale)
 
 
 @register_model(family="highway", paper_params=236e3, paper_ref=REF_CONV + " [reconstructed layer list]")
-def highway1(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2):
-    return _conv(((16, (3, 3)), (32, (3, 3)), (64, (3, 3))), num_classes, in_channels, gate_bias, dropout)
+def highway1(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2, scale=1.0):
+    return _conv(((16, (3, 3)), (32, (3, 3)), (64, (3, 3))), num_classes, in_channels, gate_bias, dropout, scale)
 
 
 @register_model(family="highway", paper_params=2.3e6, paper_ref=REF_CONV + "; authors' cifar10-19layers prototxt")
-def highway2(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2):
-    return _conv(((32, (3,) * 4), (80, (3,) * 5), (128, (3,) * 5)), num_classes, in_channels, gate_bias, dropout)
+def highway2(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2, scale=1.0):
+    return _conv(((32, (3,) * 4), (80, (3,) * 5), (128, (3,) * 5)), num_classes, in_channels, gate_bias, dropout, scale)
 
 
 @register_model(family="highway", paper_params=1.4e6, paper_ref=REF_CONV + " [reconstructed layer list]")
-def highway3(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2):
-    return _conv(((32, (3,) * 4), (64, (3,) * 5), (96, (3,) * 5)), num_classes, in_channels, gate_bias, dropout)
+def highway3(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2, scale=1.0):
+    return _conv(((32, (3,) * 4), (64, (3,) * 5), (96, (3,) * 5)), num_classes, in_channels, gate_bias, dropout, scale)
 
 
 @register_model(family="highway", paper_params=1.25e6, paper_ref=REF_CONV + " [reconstructed layer list]")
-def highway4(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2):
+def highway4(num_classes=10, in_channels=3, gate_bias=-2.0, dropout=0.2, scale=1.0):
     alt = (1, 3, 1, 3, 1, 3, 1, 3, 1)
-    return _conv(((32, alt), (64, alt), (96, alt)), num_classes, in_channels, gate_bias, dropout)
+    return _conv(((32, alt), (64, alt), (96, alt)), num_classes, in_channels, gate_bias, dropout, scale)
 
 
 @register_model(family="highway", paper_ref=REF_FC)

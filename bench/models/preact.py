@@ -106,3 +106,11 @@ def preresnet164_e(num_classes=10, in_channels=3, width=16):
 @register_model(family="preact", paper_params=10.2e6, paper_ref=REF, fixed={"unit": "e"})
 def preresnet1001(num_classes=10, in_channels=3, width=16):
     return PreActResNet(1001, True, "e", num_classes, in_channels, width)
+
+
+@register_model(family="preact", paper_ref=REF + "; any depth, for reduced profiles' proxies")
+def preresnet(num_classes=10, in_channels=3, depth=20, unit="e", bottleneck=False, width=16):
+    """Table 2's units at another depth: a proxy where 110/164 layers do not train within a profile's budget."""
+    if unit not in ("a", "b", "c", "d", "e"):
+        raise ModelConfigError(f"preresnet: unit must be one of a-e (Fig. 4), got {unit!r}")
+    return PreActResNet(depth, bool(bottleneck), unit, num_classes, in_channels, width)

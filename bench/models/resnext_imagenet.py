@@ -118,3 +118,17 @@ def resnext101_2x64d(num_classes=1000, in_channels=3):
 @register_model(**IMAGENET, paper_params=83.6e6, paper_flops=15.6e9, paper_ref=REF_RESNEXT)
 def resnext101_64x4d(num_classes=1000, in_channels=3):
     return _bottleneck((3, 4, 23, 3), 64, 4, num_classes, in_channels)
+
+
+@register_model(**IMAGENET, paper_ref=REF_RESNEXT + "; any depth and template, for reduced profiles' proxies")
+def resnext(num_classes=1000, in_channels=3, layers=(1, 1, 1, 1), cardinality=1, base_width=64, width=64,
+            stem="imagenet"):
+    """Table 3/4's bottleneck template (C groups of d = base_width channels in the first stage) at another depth:
+    `layers` blocks per stage. A ResNet is cardinality 1, base_width 64. For proxies of the 50/101/200-layer nets
+    at a base depth that trains within a reduced profile's budget."""
+    layers = tuple(int(n) for n in layers)
+    if len(layers) != 4 or min(layers) < 1:
+        raise ModelConfigError(f"resnext: layers must be 4 block counts >= 1, got {list(layers)}")
+    if cardinality < 1 or base_width < 1:
+        raise ModelConfigError(f"resnext: cardinality and base_width must be >= 1, got {cardinality}, {base_width}")
+    return _bottleneck(layers, cardinality, base_width, num_classes, in_channels, width, stem)

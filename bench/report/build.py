@@ -19,7 +19,7 @@ from bench import BenchError
 from bench.report.claims import check_claims
 from bench.report.plots import figure_metrics, plot_curves
 from bench.report.render import ReportData, render_html, render_markdown
-from bench.report.tables import (TAG, cell_stats, curve_metrics, diverged_notes, exclusions, metric_values,
+from bench.report.tables import (TAG, cell_stats, curve_metrics, diverged_notes, exclusions, metric_values, net_rows,
                                  paper_table, same_dataset, select_runs, summarize_runs)
 from bench.spec import Suite, get_profile
 
@@ -189,6 +189,7 @@ def build_report(suite: Suite, uri: str, out_dir: Path | None = None, profile: s
         notes=exclusions(runs, used, profile, dataset, cells, hashes),
         diverged=diverged_notes(used, [suite.layout.metric, *(cl.metric for cl in suite.claims)], curves),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), design=design,
+        nets=net_rows(suite, profile, used),
     )
     markdown = render_markdown(data)
 

@@ -41,6 +41,7 @@ class ReportData:
     diverged: list[str] = field(default_factory=list)   # diverged_notes: how each diverged run counts
     generated: str = ""
     design: Design | None = None                        # a sequential run's (bench run --until-decided)
+    nets: list[dict] = field(default_factory=list)      # tables.net_rows: what each cell ran, its size and cost
 
     @property
     def method(self) -> str:
@@ -100,6 +101,7 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
         *([("design", f"sequential (bench run --until-decided): {d.design.describe()}; see Claims")]
           if d.design else []),
         ("device(s)", "; ".join(s["devices"]) or "unknown"),
+        ("precision", "; ".join(s.get("precision", [])) or "unknown"),
         ("host(s)", (", ".join(s["hosts"]) or "unknown")
          + (f" on {s['ray_nodes']} Ray nodes" if s.get("ray_nodes", 0) > 1 else "")),
         ("torch / lightning", f"{', '.join(s['torch']) or 'unknown'} / {', '.join(s['lightning']) or 'unknown'}"),
@@ -260,6 +262,30 @@ CLAIM_HEADER = ["id", "claim", "metric", "ours: lhs op rhs (means)", "effect [95
 
 # ---- markdown -------------------------------------------------------------------------------------------------------
 
+NETS_HEADER = ["cell", "net run", "model arguments", "parameters", "multiply-adds per image", "stands in for"]
+
+
+def _si(x: float) -> str:
+    if not math.isfinite(x):
+        return "—"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suf}"
+    return f"{x:.0f}"
+
+
+def _net_row(n: dict) -> list[str]:
+    proxy = f"proxy for {n['paper_model']}: {n['proxy']}" if n["proxy"] else "the cell's own net"
+    return [n["cell"], n["model"], n["kwargs"] or "—", _si(n["params"]), _si(n["macs"]), proxy]
+
+
+def _nets_intro(d: ReportData) -> str:
+    n_proxy = sum(1 for n in d.nets if n["proxy"])
+    return ("What each cell ran in this profile, as its trials logged it (multiply-adds at the data's image size)."
+            + (f" {n_proxy} cell(s) ran a proxy: a stated stand-in for the paper's net; the claims on them are judged "
+               "on the proxy." if n_proxy else ""))
+
+
 def _md_escape(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -289,6 +315,9 @@ def render_markdown(d: ReportData) -> str:
     for n in _paper_footnotes(d):
         L += [f"- {n}"]
     L += [""]
+
+    if d.nets:
+        L += ["## Nets", "", _nets_intro(d), ""] + _md_table(NETS_HEADER, [_net_row(n) for n in d.nets]) + [""]
 
     L += ["## Claims", ""]
     if d.claims:
@@ -372,6 +401,11 @@ def render_html(d: ReportData, png: bytes | None) -> str:
     if notes:
         B.append("<ul class=small>" + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")
 
+    if d.nets:
+        B.append(f"<h2>Nets</h2><p class=small>{_h(_nets_intro(d))}</p><table><thead><tr>"
+                 + "".join(f"<th>{_h(h)}</th>" for h in NETS_HEADER) + "</tr></thead><tbody>"
+                 + "".join("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in _net_row(n)) + "</tr>" for n in d.nets)
+                 + "</tbody></table>")
     B.append("<h2>Claims</h2>")
     if d.claims:
         B.append(f"<p>Judged on our {_h(d.dataset)} runs (profile {_h(d.profile)}).</p><table><thead><tr>"

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from bench.spec import Cell, Suite
+from bench.spec import Cell, Suite, get_profile
 
 TAG = "tags.bench."
 ITERS_TO = re.compile(r"^iters_to:(\w+)<=([0-9.]+)$")
@@ -466,6 +466,26 @@ def display_grid(suite: Suite, stats: pd.DataFrame, ours_label: str, paper_label
     return header, body
 
 
+def net_rows(suite: Suite, profile: str, runs: pd.DataFrame) -> list[dict]:
+    """Per cell with runs: the net it ran (a profile's proxy, or the cell's own), its keyword arguments, parameters
+    and multiply-adds per image, as the trials logged them, and the proxy's note."""
+    proxies = get_profile(suite, profile).proxies
+    out = []
+    for c in suite.cells:
+        r = runs[runs["cell"] == c.id] if "cell" in runs else runs.iloc[0:0]
+        if r.empty:
+            continue
+        first = r.iloc[0]
+        kw = {k.split(".", 2)[2]: first[k] for k in r.columns
+              if k.startswith("params.model_kwargs.") and pd.notna(first[k]) and str(first[k]) != ""}
+        num = lambda col: float(pd.to_numeric(_col(r, col), errors="coerce").median())   # noqa: E731
+        out.append({"cell": c.id, "paper_model": c.model, "model": str(first.get("params.model", c.model)),
+                    "kwargs": ", ".join(f"{k}={v}" for k, v in sorted(kw.items())),
+                    "params": num("metrics.params"), "macs": num("metrics.macs"),
+                    "proxy": proxies[c.id].note if c.id in proxies else ""})
+    return out
+
+
 # ---- evidence about the runs ----------------------------------------------------------------------------------------
 
 def _uniq(s: pd.Series) -> list[str]:
@@ -483,6 +503,7 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
         "n_diverged": int(is_diverged(runs).sum()) if len(runs) else 0,
         "seeds": seeds,
         "devices": [f"{d} ×{n}" for d, n in counts.items()] if len(runs) else [],
+        "precision": _precision(runs),
         "hosts": [f"{h} ×{n}" for h, n in hosts.items()] if len(runs) else [],
         "ray_nodes": len(_uniq(_col(runs, f"{TAG}node_id"))),
         "torch": _uniq(_col(runs, f"{TAG}torch")),
@@ -496,6 +517,16 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
         "last_end": _when(runs, "end_time", "max"),
         "elapsed_s": _elapsed(runs),
     }
+
+
+def _precision(runs: pd.DataFrame) -> list[str]:
+    """The protocol's precision and what the trials computed in (a CPU without bfloat16 falls back to fp32)."""
+    asked = _col(runs, "params.protocol.precision").astype("string").fillna("32")
+    used = _col(runs, f"{TAG}precision.used").astype("string")
+    used = used.where(used.notna(), asked)    # runs from before the tag existed computed as asked
+    pairs = pd.DataFrame({"asked": asked, "used": used}).value_counts()
+    return [f"{a} ×{n}" if a == u else f"{a}, computed in {u} (no bfloat16 on this CPU) ×{n}"
+            for (a, u), n in pairs.items()] if len(runs) else []
 
 
 def _elapsed(runs: pd.DataFrame) -> float:

@@ -129,7 +129,8 @@ def check_resources(trials: list[Trial], cluster: dict[str, float], embedded: bo
 def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | None, cells: list[str] | None,
             address: str | None, tracking_uri: str | None, data_root: str | None, state_dir: Path | None,
             num_cpus: int | None, max_trials: int | None, max_failures: int, console: Console,
-            check_store: Callable[[str, str], None] | None = None, lazy_ray: bool = True) -> RunState:
+            check_store: Callable[[str, str], None] | None = None, lazy_ray: bool = True,
+            first_seed: int = 0) -> RunState:
     """Everything that can fail on bad input, then Ray. `check_store(uri, dataset)` runs once the store is known
     to be reachable and before anything starts or is written. With `lazy_ray`, a plan whose trials have all
     finished starts no Ray (the loop of --until-decided, which plans more later, passes False)."""
@@ -139,7 +140,8 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     from bench.run import ray_exec
 
     suite = load_suite(suite_ref)
-    plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)))
+    plan = make_plan(suite, profile, dataset, seeds, cells, model_options=lambda m: set(models.model_options(m)),
+                     first_seed=first_seed)
     limit = max_trials if max_trials is not None else CONFIRM_ABOVE
     if len(plan.trials) > limit:
         raise SpecError(f"{plan.summary()}: more than {limit} trials; pass --max-trials {len(plan.trials)} "
@@ -345,13 +347,14 @@ def run_suite(suite_ref: str, *, profile: str = "paper", dataset: str | None = N
               cells: list[str] | None = None, address: str | None = None, tracking_uri: str | None = None,
               data_root: str | None = None, state_dir: Path | None = None, console: Console | None = None,
               num_cpus: int | None = None, max_trials: int | None = None, max_failures: int = 2,
-              argv: list[str] | None = None, speed: str = "auto") -> Summary:
+              argv: list[str] | None = None, speed: str = "auto", first_seed: int = 0) -> Summary:
     from bench.run.progress import Progress
 
     t_start = time.time()
     st = prepare(suite_ref, profile=profile, dataset=dataset, seeds=seeds, cells=cells, address=address,
                  tracking_uri=tracking_uri, data_root=data_root, state_dir=state_dir, num_cpus=num_cpus,
-                 max_trials=max_trials, max_failures=max_failures, console=console or Console())
+                 max_trials=max_trials, max_failures=max_failures, console=console or Console(),
+                 first_seed=first_seed)
     st.speed = speed
     pending(st)
     if st.todo:

@@ -26,7 +26,7 @@ from bench.timeline import ENV as TIMELINE, mark
 from bench.trials import Trial
 from bench.train.module import Classifier, Diverged, EpochReporter, FitNetStudent, Sink
 from bench.train.schedule import total_steps as _total_steps
-from bench.train.speed import apply_precision, setup as speed_setup
+from bench.train.speed import apply_precision, precision_used, setup as speed_setup
 
 
 @dataclass
@@ -261,6 +261,7 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
         raise BenchError(f"trial {trial.cell}: training produced no epoch (steps={n_steps})")
     _final_eval(trainer, module, list(eval_loaders.values()), reporter.history[-1], sinks)
     final = _final_metrics(reporter, module.model, wall)
+    final["macs"] = float(_macs(trial, data))
     ckpt = _save_weights(trial, module.model, workdir) if save_checkpoint else None
     rank = None
     if shard_idx is not None:
@@ -268,7 +269,7 @@ def run_trial(trial: Trial, data, *, sinks: list[Sink] = (), workdir: Path | Non
                 "shard": shard_idx.tolist(), "train_images": reducer.local_images,
                 "train_images_all_ranks": reducer.global_images}
     return TrialResult(final=final, history=reporter.history, checkpoint=ckpt, device=device_name(dev), rank=rank,
-                       speed=spd.tags())
+                       speed={**spd.tags(), "precision.used": precision_used(trial.protocol.precision, dev)})
 
 
 class _FirstStep(L.Callback):
@@ -303,6 +304,17 @@ def _final_metrics(reporter: EpochReporter, model: torch.nn.Module, wall: float)
                  params=float(sum(p.numel() for p in model.parameters())),
                  images_per_sec=_mean_ips(reporter.history))
     return final
+
+
+def _macs(trial: Trial, data) -> int:
+    """Multiply-adds per image at the data's shape, counted on a meta-device copy (the report's complexity column:
+    a proxy cell's FLOPs beside the pair it stands in for)."""
+    from bench import models
+    from bench.models.flops import count_flops
+
+    m = models.create_meta(trial.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                           image_size=data.image_size, **trial.model_kwargs)
+    return count_flops(m, data.image_size, data.in_channels)
 
 
 def _best_val_epoch(history: list[dict]) -> dict[str, float]:

@@ -164,9 +164,21 @@ def enable_compile_cache(state_dir: str | Path | None = None) -> Path:
     return d
 
 
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates it, slower
+    than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def apply_precision(precision: str, device: torch.device) -> str:
     """The protocol's precision on `device`; returns Lightning's precision string. "tf32" is fp32 storage with
-    TF32 matmuls and convolutions on CUDA (and plain fp32 elsewhere)."""
+    TF32 matmuls and convolutions on CUDA (and plain fp32 elsewhere). "bf16-mixed" on a CPU without native
+    bfloat16 falls back to fp32: the run's `precision.used` tag says so, and the report prints it."""
+    if device.type == "cpu" and precision == "bf16-mixed" and not cpu_bf16():
+        return "32"
     if device.type == "cuda":
         tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -174,6 +186,13 @@ def apply_precision(precision: str, device: torch.device) -> str:
         if tf32:
             torch.backends.cudnn.allow_tf32 = True
     return "32" if precision == "tf32" else precision
+
+
+def precision_used(precision: str, device: torch.device) -> str:
+    """What a trial computed in: the protocol's precision, or "32" where apply_precision fell back."""
+    if precision == "tf32":
+        return "tf32" if device.type == "cuda" else "32"
+    return "32" if device.type == "cpu" and precision == "bf16-mixed" and not cpu_bf16() else precision
 
 
 def prepare_model(model: torch.nn.Module, speed: Speed, *, state_dir: str | Path | None = None) -> torch.nn.Module:

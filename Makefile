@@ -62,10 +62,14 @@ check: data
 SUITES ?= quickstart degradation resnet_fig4 insights highway_depth resnet_cifar highway_fitnet preact densenet \
 	resnext_cifar resnext_imagenet
 REPORTS_STORE ?= sqlite:///$(CURDIR)/.bench/reports.db
+# Suites whose reduced profile declares a sequential design (until_decided: max seeds, budget): seeds are added
+# until each claim is decided, with the error rates of bench/report/sequential.py.
+SEQUENTIAL ?= preact resnext_cifar resnext_imagenet highway_fitnet
 reports: data
 	mkdir -p .bench
 	set -e; for s in $(SUITES); do \
-		$(BIN)/bench run $$s --profile reduced --tracking-uri $(REPORTS_STORE) --storage $(CURDIR)/.bench/reports-storage; \
+		case " $(SEQUENTIAL) " in *" $$s "*) seq=--until-decided;; *) seq=;; esac; \
+		$(BIN)/bench run $$s --profile reduced $$seq --tracking-uri $(REPORTS_STORE) --storage $(CURDIR)/.bench/reports-storage; \
 		$(BIN)/bench report $$s --profile reduced --tracking-uri $(REPORTS_STORE) --out reports/$$s; \
 	done
 

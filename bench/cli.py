@@ -27,7 +27,7 @@ def _sequential_args(a: argparse.Namespace) -> float | None:
         return None
     if getattr(a, "first_seed", 0):
         raise SpecError("--until-decided numbers its seeds 0, 1, 2, ...; --first-seed is for fixed pilot runs")
-    from bench.run.until_decided import parse_duration
+    from bench.spec import parse_duration
 
     return parse_duration(a.budget) if a.budget is not None else None
 

@@ -256,6 +256,38 @@ class Proxy(_Strict):
     note: str = Field(min_length=1)
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '45m', '2h', '1h30m' -> seconds."""
+    m = _DURATION.match(text.strip().lower())
+    if not text.strip() or not m or not any(m.groups()):
+        raise SpecError(f"--budget {text!r} is not a duration; write e.g. 90s, 45m, 2h or 1h30m")
+    h, mi, s = (int(g or 0) for g in m.groups())
+    seconds = 3600 * h + 60 * mi + s
+    if seconds <= 0:
+        raise SpecError(f"--budget {text!r} is zero")
+    return float(seconds)
+
+
+class UntilDecided(_Strict):
+    """A profile's sequential design, fixed before its runs: `bench run --until-decided` takes these unless its
+    own --max-seeds/--budget are given."""
+    max_seeds: int | None = Field(None, ge=2)
+    budget: str | None = None                  # a duration: 90s, 45m, 1h30m
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_duration(v)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
 class Profile(_Strict):
     description: str = ""
     dataset: str | None = None
@@ -270,6 +302,7 @@ class Profile(_Strict):
     claim_notes: dict[str, str] = {}
     # Cell id -> the net that stands in for the cell's in this profile (the profile's model_kwargs still apply).
     proxies: dict[str, Proxy] = {}
+    until_decided: UntilDecided | None = None
 
     _r = field_validator("resources")(classmethod(lambda cls, v: _check_resources(v)))
 

@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.report.sequential import Design
 from bench.run import jobs
-from bench.run.until_decided import next_wave, parse_duration
+from bench.run.until_decided import next_wave
+from bench.spec import parse_duration
 
 # good learns; bad (lr 1e-6) stays at chance. Welch's p for 'bad trains worse' is 0.048 at 2 seeds per cell and
 # 0.005 at 3 (measured on this CPU), against boundaries of 0.0012 and 0.0077 with looks at 2..5: decided at 3.
@@ -60,6 +61,7 @@ def _suite(tmp: Path, epochs: int = 3) -> Path:
     (["--max-seeds", "5"], "--max-seeds needs --until-decided"),
     (["--budget", "1h"], "--budget needs --until-decided"),
     (["--until-decided", "--cells", "plain20"], "--cells cannot be combined with it"),
+    (["--until-decided", "--first-seed", "1000"], "--first-seed is for fixed pilot runs"),
 ])
 def test_bad_sequential_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, args, message):
     from bench.cli import main
@@ -86,6 +88,21 @@ def test_submit_refuses_the_same_and_passes_the_flags_on(tmp_path):
     cmd = jobs.entrypoint("q.yaml", profile="smoke", dataset=None, seeds=None, cells=None, tracking_uri="http://h:5",
                           storage=None, until_decided=True, max_seeds=8, budget="1h30m")
     assert "--until-decided --max-seeds 8 --budget 1h30m" in cmd
+
+
+def test_a_profiles_declared_design_is_the_default_and_the_flags_win(tmp_path):
+    from bench.run.until_decided import check_args
+    from bench.spec import SpecError, load_suite
+
+    text = SUITE % {"epochs": 1} + "profiles:\n  p:\n    until_decided: {max_seeds: 4, budget: 40m}\n"
+    (tmp_path / "seqtest.yaml").write_text(text)
+    s = load_suite(tmp_path / "seqtest.yaml")
+    assert check_args(s, "p", None, None, None) == Design(2, 4)
+    assert check_args(s, "p", None, 6, None) == Design(2, 6)
+    assert check_args(s, "paper", None, None, None) == Design(2, 10)
+    (tmp_path / "seqtest.yaml").write_text(text.replace("40m", "40 minutes"))
+    with pytest.raises(SpecError, match="'40 minutes' is not a duration"):
+        load_suite(tmp_path / "seqtest.yaml")
 
 
 def test_durations():

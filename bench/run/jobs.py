@@ -152,7 +152,8 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
     # Everything that can fail on the input fails here, before anything reaches the cluster.
     suite = load_suite(suite_ref)
     if until_decided:
-        from bench.run.until_decided import check_args, parse_duration
+        from bench.run.until_decided import check_args
+        from bench.spec import parse_duration
 
         check_args(suite, profile, seeds, max_seeds, cells)
         if budget is not None:

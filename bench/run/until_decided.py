@@ -13,7 +13,6 @@ profile is refused, since its boundaries would judge the same runs differently.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import replace
@@ -24,24 +23,11 @@ from rich.console import Console
 from bench import track
 from bench.report.sequential import Design
 from bench.run.driver import Summary, _Heartbeat, close, launch, pending, prepare
-from bench.spec import SpecError, Suite, get_profile, load_suite
+from bench.spec import SpecError, Suite, get_profile, load_suite, parse_duration
 from bench.trials import make_plan, waves
 
 DEFAULT_MAX_SEEDS = 10
 OVERHEAD = 1.3          # a wave's wall time over its trials' training time (start-up, evaluation), until measured
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '45m', '2h', '1h30m' -> seconds."""
-    m = _DURATION.match(text.strip().lower())
-    if not text.strip() or not m or not any(m.groups()):
-        raise SpecError(f"--budget {text!r} is not a duration; write e.g. 90s, 45m, 2h or 1h30m")
-    h, mi, s = (int(g or 0) for g in m.groups())
-    seconds = 3600 * h + 60 * mi + s
-    if seconds <= 0:
-        raise SpecError(f"--budget {text!r} is zero")
-    return float(seconds)
 
 
 def check_args(suite: Suite, profile: str, seeds: int | None, max_seeds: int | None,
@@ -64,6 +50,8 @@ def check_args(suite: Suite, profile: str, seeds: int | None, max_seeds: int | N
             raise SpecError(f"suite {suite.name}: profile {profile} lists seeds {listed}; --until-decided numbers "
                             f"seeds 0, 1, 2, ... (pass --seeds N to start with 0..N-1)")
         first = len(listed)
+    if max_seeds is None and p.until_decided is not None and p.until_decided.max_seeds is not None:
+        max_seeds = p.until_decided.max_seeds
     if max_seeds is None:
         max_seeds = max(DEFAULT_MAX_SEEDS, first)
     if max_seeds < 1:
@@ -158,6 +146,9 @@ def run_until_decided(suite_ref: str, *, profile: str = "paper", dataset: str | 
     console = console or Console()
     suite = load_suite(suite_ref)
     design = check_args(suite, profile, seeds, max_seeds, cells)
+    declared = get_profile(suite, profile).until_decided
+    if budget_s is None and declared is not None and declared.budget is not None:
+        budget_s = parse_duration(declared.budget)
     options = lambda m: set(models.model_options(m))  # noqa: E731
     biggest = make_plan(suite, profile, dataset, design.max, model_options=options)
     limit = max_trials if max_trials is not None else CONFIRM_ABOVE

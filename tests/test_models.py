@@ -487,7 +487,9 @@ def test_generic_preresnet_and_resnext_rebuild_the_named_nets_at_their_depth():
         (create("preresnet", depth=164, unit="e", bottleneck=True), create("preresnet164_e")),
         (create("resnext", num_classes=1000, layers=[3, 4, 6, 3], cardinality=32, base_width=4),
          create("resnext50_32x4d", num_classes=1000)),
-        (create("resnext", num_classes=1000, layers=[3, 4, 23, 3], base_width=100), create("resnet101_1x100d", num_classes=1000)),
+        (create("resnext", num_classes=1000, layers=[3, 4, 23, 3], base_width=100),
+         create("resnet101_1x100d", num_classes=1000)),
+        (create("resnext_cifar", blocks=3, cardinality=16, width=8), create("resnext29_16x64d", width=8)),
     ]
     for a, b in same:
         assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
@@ -497,6 +499,8 @@ def test_generic_preresnet_and_resnext_rebuild_the_named_nets_at_their_depth():
         create("preresnet", depth=33)
     with pytest.raises(ModelConfigError, match="layers must be 4 block counts"):
         create("resnext", layers=[1, 1, 1])
+    with pytest.raises(ModelConfigError, match="blocks must be a positive integer"):
+        create("resnext_cifar", blocks=0)
 
 
 def test_scale_narrows_fitnets_teacher_and_highway_nets_at_the_same_depth():

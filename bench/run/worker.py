@@ -125,7 +125,7 @@ def _run(trial: Trial, cfg: dict[str, Any], data, work: Path) -> None:
         f = res.final
         chosen = {k: f[k] for k in ("best_val_epoch", "best_val_epoch_test_error") if k in f}
         tracker.log_metrics({**chosen, "wall_time_s": f["wall_time_s"],
-                             "train_time_s": f["train_time_s"], "params": f["params"],
+                             "train_time_s": f["train_time_s"], "params": f["params"], "macs": f["macs"],
                              "mean_images_per_sec": f["images_per_sec"]}, res.history[-1]["step"])
         (work / "curve.csv").write_text(history_csv(res.history))
         tracker.log_artifact(work / "curve.csv")

@@ -338,12 +338,11 @@ def test_highway_asterisk_nets_train_on_40k():
     assert paper["highway3"] == paper["highway4"] == 40000
     assert paper["highway1"] is None and paper["highway2"] is None and paper["teacher"] is None
     # A profile's own subset would replace the cell's (smoke's does); the reduced profile keeps the asterisk:
-    # Highway 4 trains on 40,000 of Fashion-MNIST's 60,000 images, for as many iterations as the others.
+    # Highway 4 trains on 40,000 of Fashion-MNIST's 60,000 images.
     (t, *_) = expand(s, "smoke", cells=["highway3"])
     assert proto(t)["train_subset"] == s.profiles["smoke"].protocol["train_subset"]
     by_cell = {t.cell: proto(t) for t in trials("highway_fitnet", "reduced")}
     assert by_cell["highway4"]["train_subset"] == 40000 and by_cell["highway2"]["train_subset"] is None
-    assert len({pr["iterations"] for pr in by_cell.values()}) == 1
 
 
 def test_highway_depth_searches_like_the_paper():

@@ -31,11 +31,20 @@ ANCHOR_SOURCE = "recorded H100 anchors (anchors.md: tf32 eager, data on GPU), in
 
 
 def _macs(name: str, size: int) -> float:
-    """Multiply-adds per image at `size` (conv cost scales with the pixel count)."""
+    """Multiply-adds per image of the family's default net at `size` (conv cost scales with the pixel count)."""
     from bench import models
 
     d = models.describe(name)
     return d["flops"] * (size / d["input_size"]) ** 2
+
+
+def _trial_macs(name: str, kwargs: dict, channels: int, size: int, num_classes: int) -> float:
+    """Multiply-adds per image of the net a cell really runs: its kwargs (width, a proxy's depth) and the data's
+    shape, counted on the meta device (the describe row is the default-size net)."""
+    from bench.models.flops import count_flops, create_meta
+
+    m = create_meta(name, num_classes=num_classes, in_channels=channels, image_size=size, **kwargs)
+    return float(count_flops(m, size, channels))
 
 
 def _anchor_fit() -> tuple[float, float]:
@@ -89,6 +98,7 @@ def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, see
     ds = pl.dataset
     n_train, n_test = SPLITS.get(ds, (50000, 10000))
     channels, size = IMAGE.get(ds, (3, 32))
+    num_classes = {"cifar100": 100, "imagenet": 1000}.get(ds, 10)
     per_cell: dict[str, dict] = defaultdict(lambda: {"trials": 0, "images": 0.0})
     gpu_req = cpu_req = 0.0
     for t in trials:
@@ -122,10 +132,11 @@ def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, see
     probes: dict[tuple, float] = {}
     anchor_macs = [_macs(m, 32) for m in ANCHORS]
     for cid, c in per_cell.items():
-        macs = _macs(c["model"], size)
+        macs = _trial_macs(c["model"], c["kwargs"], channels, size, num_classes)
         extrapolated |= not min(anchor_macs) / 2 <= macs <= max(anchor_macs) * 2
         # GPU-hours count the work of one trial alone on a GPU; sharing a GPU changes wall time, not this.
-        rate = ANCHORS[c["model"]] if c["model"] in ANCHORS and size == 32 else recorded_rate(macs)
+        exact = c["model"] in ANCHORS and size == 32 and not c["kwargs"]
+        rate = ANCHORS[c["model"]] if exact else recorded_rate(macs)
         gpu_h = c["images"] / rate / 3600
         tot_gpu += gpu_h
         row = (f"{cid:<22} {c['model']:<20} {c['trials']:>6} {c['steps']:>8,} {c['epochs']:>7.1f} {macs / 1e6:>8,.0f}"
@@ -133,7 +144,7 @@ def plan(suite_ref: str, profile: str = "paper", dataset: str | None = None, see
         if probe:
             key = (c["model"], repr(sorted(c["kwargs"].items())))
             if key not in probes:
-                probes[key] = probe_rate(c["model"], c["kwargs"], channels, size, 10, batch=16 if size <= 64 else 4)
+                probes[key] = probe_rate(c["model"], c["kwargs"], channels, size, num_classes, batch=16 if size <= 64 else 4)
             here_h = c["images"] / probes[key] / 3600
             tot_here += here_h
             row += f" {probes[key]:>11,.0f} {_fmt_h(here_h):>9}"

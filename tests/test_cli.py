@@ -67,6 +67,21 @@ def test_plan_preact_paper_counts_50_trials():
     assert "GPU-hours from recorded H100 anchors" in r.stdout
 
 
+def test_plan_counts_the_net_each_cell_runs():
+    """MFLOPs come from the net a trial builds (width, a proxy's depth, the data's 28×28), not the default net."""
+    from bench.plan import plan
+
+    def mflops(profile):
+        rows = [ln.split() for ln in plan("preact", profile, probe=False).splitlines()]
+        return {r[0]: float(r[5].replace(",", "")) for r in rows if r and r[0].startswith("preresnet")}
+
+    paper, reduced = mflops("paper"), mflops("reduced")
+    assert 240 <= paper["preresnet110_a"] <= 270          # ResNet-110 at 32×32: 253M multiply-adds
+    # the reduced cell is ResNet-32 at width 8 on 28×28: about (32/110) × (1/4) × (28/32)² of it
+    assert 10 <= reduced["preresnet110_a"] <= 20
+    assert reduced["preresnet164_a"] != reduced["preresnet110_a"]
+
+
 def test_plan_probe_measures_here():
     r = bench("plan", "quickstart", "--profile", "smoke")
     assert r.returncode == 0, r.stderr

@@ -594,3 +594,19 @@ def test_power_falls_back_when_the_root_finder_gives_up(monkeypatch):
                                                          alternative="smaller"))
     monkeypatch.setattr(TTestIndPower, "solve_power", lambda self, **kw: np.array([math.nan]))
     assert power_seeds(-0.02, 0.03, "<", 0, 0.05) == (want, "")
+
+
+def test_elapsed_leaves_out_pauses_between_sittings():
+    from bench.report.tables import SITTING_GAP_S, summarize_runs
+
+    t = pd.Timestamp("2026-12-06 14:00", tz="UTC")
+    m = pd.Timedelta(minutes=1)
+    # Two overlapping trials, a short gap (judging between waves), then a resumed sequence hours later.
+    runs = pd.DataFrame({"start_time": [t, t + 2 * m, t + 12 * m, t + 300 * m],
+                         "end_time": [t + 10 * m, t + 8 * m, t + 20 * m, t + 305 * m]})
+    s = summarize_runs(runs)
+    assert SITTING_GAP_S == 600
+    assert s["elapsed_s"] == 25 * 60 and s["sittings"] == 2 and s["span_s"] == 305 * 60
+    one = summarize_runs(runs.iloc[:3])
+    assert one["elapsed_s"] == 20 * 60 and one["sittings"] == 1
+    assert math.isnan(summarize_runs(runs.iloc[:0])["elapsed_s"])

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench.report.claims import HOLM_METHOD, MAX_SEEDS, METHOD, sequential_method
-from bench.report.tables import (STAT_FIELDS, display_grid, fmt_delta, fmt_num, fmt_seconds, layout_axes, same_dataset,
-                                 unit_label)
+from bench.report.tables import (SITTING_GAP_S, STAT_FIELDS, display_grid, fmt_delta, fmt_num, fmt_seconds,
+                                 layout_axes, same_dataset, unit_label)
 from bench.spec import Suite
 
 if TYPE_CHECKING:
@@ -90,7 +90,9 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
     s = d.summary
     prof = d.suite.profiles.get(d.profile)
     prof_desc = f" — {prof.description}" if prof and prof.description else ""
-    wall = (f"{fmt_seconds(s['elapsed_s'])} elapsed; trials {fmt_seconds(s['wall_mean_s'])} mean "
+    sittings = (f" in {s['sittings']} sittings (pauses over {SITTING_GAP_S / 60:.0f} min left out; first start to "
+                f"last end {fmt_seconds(s['span_s'])})" if s.get("sittings", 1) > 1 else "")
+    wall = (f"{fmt_seconds(s['elapsed_s'])} elapsed{sittings}; trials {fmt_seconds(s['wall_mean_s'])} mean "
             f"({fmt_seconds(s['wall_min_s'])}–{fmt_seconds(s['wall_max_s'])}), "
             f"{fmt_seconds(s['wall_total_s'])} summed")
     return [

@@ -515,7 +515,7 @@ def summarize_runs(runs: pd.DataFrame) -> dict:
         "wall_max_s": float(wall.max()) if len(wall) else math.nan,
         "first_start": _when(runs, "start_time", "min"),
         "last_end": _when(runs, "end_time", "max"),
-        "elapsed_s": _elapsed(runs),
+        **dict(zip(("elapsed_s", "sittings", "span_s"), _elapsed(runs))),
     }
 
 
@@ -529,13 +529,32 @@ def _precision(runs: pd.DataFrame) -> list[str]:
             for (a, u), n in pairs.items()] if len(runs) else []
 
 
-def _elapsed(runs: pd.DataFrame) -> float:
-    """First start to last end: the wall time a reader would have waited (trials overlap)."""
+# A pause longer than this between trials is a new sitting (a resumed sequence, a re-run days later), not
+# time a reader waited for this suite.
+SITTING_GAP_S = 600.0
+
+
+def _elapsed(runs: pd.DataFrame) -> tuple[float, int, float]:
+    """Wall time with trials running, the number of sittings, and first start to last end.
+
+    Trials overlap, so the time is the union of their intervals; gaps under SITTING_GAP_S (start-up, judging
+    between waves) count, longer ones split sittings and do not."""
     if "start_time" not in runs or "end_time" not in runs or not len(runs):
-        return math.nan
-    t0 = pd.to_datetime(runs["start_time"].min(), utc=True)
-    t1 = pd.to_datetime(runs["end_time"].max(), utc=True)
-    return math.nan if pd.isna(t0) or pd.isna(t1) else float((t1 - t0).total_seconds())
+        return math.nan, 0, math.nan
+    t0 = pd.to_datetime(runs["start_time"], utc=True)
+    t1 = pd.to_datetime(runs["end_time"], utc=True)
+    spans = sorted((a, b) for a, b in zip(t0, t1) if not (pd.isna(a) or pd.isna(b)))
+    if not spans:
+        return math.nan, 0, math.nan
+    total, sittings = 0.0, 1
+    start, end = spans[0]
+    for a, b in spans[1:]:
+        if (a - end).total_seconds() > SITTING_GAP_S:
+            total += (end - start).total_seconds()
+            start, sittings = a, sittings + 1
+        end = max(end, b)
+    total += (end - start).total_seconds()
+    return total, sittings, float((max(b for _, b in spans) - spans[0][0]).total_seconds())
 
 
 def _when(runs: pd.DataFrame, col: str, how: str) -> str:

@@ -395,6 +395,16 @@ def test_power_seeds_match_statsmodels():
     from bench.report.render import claim_lines
     line = next(s for s in claim_lines(v) if "80% power" in s)
     assert line.startswith(f"seeds per cell for 80% power: {math.ceil(want)}, to detect -1.78 pp")
+    assert "more trials" not in line                  # no trial times logged: no cost estimate
+    # With the trials' wall times: the seeds each cell lacks, at that cell's mean trial time.
+    timed = runs.assign(**{"metrics.wall_time_s": np.where(runs["cell"] == "P56", 100.0, 40.0)})
+    tv = check_claims(_stat_suite([cl]), timed)[0]
+    more = math.ceil(want) - 3
+    assert tv["power_more_trials"] == 2 * more and tv["power_more_s"] == pytest.approx(more * 140.0)
+    assert "more trials" in " ".join(claim_lines(tv))
+    big = check_claims(_stat_suite([{**cl, "paper_effect": -0.5}]), timed)[0]
+    assert big["verdict"] == "inconclusive" and big["power_seeds"] <= 3 and big["power_more_trials"] == 0
+    assert "already run here" in " ".join(claim_lines(big))
 
     # No paper effect and no paper values: the observed effect, said so.
     obs = check_claims(_stat_suite([{**cl, "paper_effect": None}]), runs)[0]

@@ -460,6 +460,7 @@ def check_claims(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame | None =
         rec.update(effect=eff, ci_low=lo, ci_high=hi, ci_level=CI_LEVEL, ci_method=ci_method, sd=sd,
                    paper_effect=target, paper_effect_source=target_src)
         rec.update(_power(cl, verdict, target, target_src, eff, sd))
+        rec.update(_power_cost(cl, runs_c, rec["power_seeds"]))
         text, src = _explanation(cl, notes, profile)
         shown = verdict in ("fails", "inconclusive")
         rec.update(explanation=text if shown else "", explanation_source=src if shown else "",
@@ -523,6 +524,20 @@ def _power(cl: Claim, verdict: str, target: float | None, target_src: str, obser
     seeds, why = power_seeds(effect, sd, cl.op, cl.margin, cl.alpha, cl.kind, (len(cl.lhs), len(cl.rhs)))
     out.update(power_seeds=seeds, power_effect=effect, power_basis=basis, power_note=why)
     return out
+
+
+def _power_cost(cl: Claim, runs: pd.DataFrame, seeds: int | None) -> dict:
+    """What the power count would cost here: the seeds each of the claim's cells still lacks, in trials and in
+    trial time at each cell's measured mean (one worker's time; workers running at once divide it)."""
+    if seeds is None or not len(runs) or "metrics.wall_time_s" not in runs:
+        return {}
+    cells, cell = list(dict.fromkeys(cl.lhs + cl.rhs)), cell_of(runs)
+    wall = pd.to_numeric(runs["metrics.wall_time_s"], errors="coerce")
+    mean = [wall[cell == c].mean() for c in cells]
+    if any(pd.isna(m) for m in mean):
+        return {}
+    more = [max(0, min(seeds, MAX_SEEDS + 1) - int((cell == c).sum())) for c in cells]
+    return {"power_more_trials": sum(more), "power_more_s": float(sum(n * m for n, m in zip(more, mean)))}
 
 
 def _record(cl: Claim, x: np.ndarray, y: np.ndarray, cx: int, cy: int, verdict: str, p: float, test: str,

@@ -184,6 +184,16 @@ def _effect_label(c: dict) -> str:
     return f"{'+'.join(c['lhs'])} − {'+'.join(c['rhs'])}, difference of means"
 
 
+def _cost(c: dict) -> str:
+    if "power_more_trials" not in c:
+        return ""
+    if not c["power_more_trials"]:
+        return "; already run here: these seeds had that power, and the claim is still open"
+    at_least = "at least " if c["power_seeds"] > MAX_SEEDS else ""
+    return (f"; here {at_least}{c['power_more_trials']} more trials, {at_least}{fmt_seconds(c['power_more_s'])} "
+            f"of trial time at the cells' measured mean (one worker; workers running at once divide it)")
+
+
 def _fmt_seeds(n: int) -> str:
     return f">{MAX_SEEDS}" if n > MAX_SEEDS else str(n)
 
@@ -239,7 +249,8 @@ def claim_lines(c: dict) -> list[str]:
             sd = "sd of the per-seed differences" if c.get("kind") == "interaction" else "pooled sd"
             out.append(f"{who} for 80% power: {_fmt_seeds(c['power_seeds'])}, to detect "
                        f"{_signed(c['power_effect'], m)}{u}, {c['power_basis']}, at our observed {sd} "
-                       f"{fmt_num(c['sd'] * _k(m), m)}{u} (alpha {c['alpha']:g}, one-sided)")
+                       f"{fmt_num(c['sd'] * _k(m), m)}{u} (alpha {c['alpha']:g}, one-sided)"
+                       + _cost(c))
     if c.get("n_diverged"):
         how = ("counted as never reaching the threshold (censored)" if m.startswith("iters_to:")
                else "counted at chance level")

@@ -620,3 +620,23 @@ def test_elapsed_leaves_out_pauses_between_sittings():
     one = summarize_runs(runs.iloc[:3])
     assert one["elapsed_s"] == 20 * 60 and one["sittings"] == 1
     assert math.isnan(summarize_runs(runs.iloc[:0])["elapsed_s"])
+
+
+def test_a_single_evaluation_is_drawn_as_a_dot(store, tmp_path, monkeypatch):
+    # Profiles that test once, at the end, log one point per run: a line through it is invisible.
+    import matplotlib.pyplot as plt
+    from bench.report import plot_curves
+    suite = store[0].model_copy(deep=True)
+    suite.layout.figure = "train_test_curves"
+    df = _runs([(c, s, 0.2, "FINISHED") for c in ("P20", "R20") for s in range(2)])
+    sel = select_runs(df, "p", "d", cells=[c.id for c in suite.cells])
+    curves = pd.DataFrame([{"run_id": r, "metric": m, "step": 600, "value": v}
+                           for r, v in zip(sel["run_id"], (0.1, 0.2, 0.3, 0.4)) for m in ("train_error", "test_error")])
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    plot_curves(suite, sel, curves, tmp_path / "c.png")
+    ax = figs[0].axes[0]
+    dots = [ln for ln in ax.lines if ln.get_marker() in ("o", "s") and len(ln.get_xdata()) == 1]
+    assert len(dots) == 4                                       # 2 cells x train/test, each a visible marker
+    assert len({float(ln.get_xdata()[0]) for ln in dots}) == 2  # the two cells side by side, not on top
+    assert sorted(round(float(ln.get_ydata()[0]), 6) for ln in dots) == [15.0, 15.0, 35.0, 35.0]

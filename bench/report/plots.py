@@ -56,9 +56,18 @@ def plot_curves(suite: Suite, runs: pd.DataFrame, curves: pd.DataFrame, path: Pa
             k = 1.0 if loss else 100.0
             split = metric.split("_")[0]
             label = cid + ("" if len(_LINES[kind]) == 1 else f" ({split})")
-            ax.plot(b.index, b["mean"] * k, style, lw=width, color=color, label=label)
-            if len(ids) > 1:
-                ax.fill_between(b.index, b["min"] * k, b["max"] * k, color=color, alpha=0.12, lw=0)
+            if len(b) == 1:
+                # One evaluation (a profile that tests once, at the end) is a point, not a line: drawn as a dot
+                # with its min-max bar, cells spread sideways so that dots at the same iteration stay apart.
+                x = b.index.to_numpy(dtype=float) * (1 + 0.04 * (i - (len(cells) - 1) / 2) / max(1, len(cells)))
+                m = b["mean"].to_numpy() * k
+                err = [m - b["min"].to_numpy() * k, b["max"].to_numpy() * k - m]
+                ax.errorbar(x, m, yerr=err, fmt="o" if style == "-" else "s", ms=5, capsize=2, color=color,
+                            mfc=color if style == "-" else "none", label=label)
+            else:
+                ax.plot(b.index, b["mean"] * k, style, lw=width, color=color, label=label)
+                if len(ids) > 1:
+                    ax.fill_between(b.index, b["min"] * k, b["max"] * k, color=color, alpha=0.12, lw=0)
             drawn += 1
     ax.set_xlabel("iteration")
     ax.set_ylabel("train loss" if loss else ("error (%)" if kind != "train_curves" else "training error (%)"))

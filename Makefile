@@ -56,7 +56,7 @@ test: data postgres
 check: data
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
-# Every suite's reduced profile, run here and reported into reports/SUITE (about 4-5 h on 2 CPU cores; see the
+# Every suite's reduced profile, run here and reported into reports/SUITE (an estimated 4-5 h on 2 CPU cores; see the
 # README). One store for all of them, so a re-run skips what finished; `make reports SUITES="quickstart insights"`
 # does a subset. Each report's header gives its measured wall time, commit and device.
 SUITES ?= quickstart degradation resnet_fig4 insights highway_depth resnet_cifar highway_fitnet preact densenet \

@@ -91,7 +91,7 @@ def _evidence(d: ReportData) -> list[tuple[str, str]]:
     prof = d.suite.profiles.get(d.profile)
     prof_desc = f" — {prof.description}" if prof and prof.description else ""
     sittings = (f" in {s['sittings']} sittings (pauses over {SITTING_GAP_S / 60:.0f} min left out; first start to "
-                f"last end {fmt_seconds(s['span_s'])})" if s.get("sittings", 1) > 1 else "")
+                f"last end {fmt_seconds(s['span_s'])})" if s["sittings"] > 1 else "")
     wall = (f"{fmt_seconds(s['elapsed_s'])} elapsed{sittings}; trials {fmt_seconds(s['wall_mean_s'])} mean "
             f"({fmt_seconds(s['wall_min_s'])}–{fmt_seconds(s['wall_max_s'])}), "
             f"{fmt_seconds(s['wall_total_s'])} summed")

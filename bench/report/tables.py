@@ -554,7 +554,7 @@ def _elapsed(runs: pd.DataFrame) -> tuple[float, int, float]:
             start, sittings = a, sittings + 1
         end = max(end, b)
     total += (end - start).total_seconds()
-    return total, sittings, float((max(b for _, b in spans) - spans[0][0]).total_seconds())
+    return total, sittings, float((end - spans[0][0]).total_seconds())   # end: the latest end of all
 
 
 def _when(runs: pd.DataFrame, col: str, how: str) -> str:

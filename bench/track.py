@@ -400,12 +400,17 @@ def finished_trials(uri: str, exp_id: str) -> dict[str, tuple[str, str]]:
             for h, r in _newest_trial_runs(uri, exp_id, "attributes.status = 'FINISHED'").items()}
 
 
-def finished_trials_if_any(uri: str, suite: str) -> dict[str, tuple[str, str]]:
-    """finished_trials of the suite's experiment, read-only: {} where the SQLite file or the experiment does not
-    exist yet (creating them is ensure_experiment's job, after every check has passed)."""
+def existing_experiment(uri: str, suite: str) -> str | None:
+    """The suite's experiment id, read-only: None where the SQLite file or the experiment does not exist yet
+    (creating them is ensure_experiment's job, after every check has passed)."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return {}
-    exp = retry(find_experiment, uri, suite)
+        return None
+    return retry(find_experiment, uri, suite)
+
+
+def finished_trials_if_any(uri: str, suite: str) -> dict[str, tuple[str, str]]:
+    """finished_trials of the suite's experiment; {} where it does not exist yet (nothing is created)."""
+    exp = existing_experiment(uri, suite)
     return finished_trials(uri, exp) if exp is not None else {}
 
 

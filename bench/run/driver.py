@@ -159,8 +159,10 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     st_dir = (state_dir or Path(".bench")).resolve()
     summary = Summary(suite.name, profile, plan.dataset, uri, total=len(plan.trials), skipped=0)
     done = track.finished_trials_if_any(uri, suite.name)
-    if lazy_ray and all(t.config_hash in done for t in plan.trials):
-        # Nothing to run: no Ray runtime to start or join (seconds saved on every re-run of a finished suite).
+    rest = [t for t in plan.trials if t.config_hash not in done]
+    if lazy_ray and (not rest or _held_elsewhere(uri, suite.name, rest)):
+        # Nothing to run (all finished, or the rest held by another live driver): no Ray runtime to start or join,
+        # seconds saved on every re-run of a finished suite and on a second `bench run` beside a running one.
         return RunState(plan, uri, track.ensure_experiment(uri, suite.name), ds, st_dir, console, summary, done=done,
                         max_failures=max_failures)
     cluster = ray_exec.connect(address, num_cpus=num_cpus)
@@ -178,6 +180,25 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
     mark("driver.store_ready")
     return RunState(plan, uri, exp, ds, st_dir, console, summary, done=track.finished_trials(uri, exp),
                     max_failures=max_failures, cluster=cluster, embedded=address is None, node_types=node_types)
+
+
+def _held_elsewhere(uri: str, suite: str, trials: list[Trial]) -> bool:
+    """Whether every one of these trials has an open run under another live driver (read-only: ending a dead
+    driver's runs is `_claim`'s job, once Ray is up)."""
+    exp = track.existing_experiment(uri, suite)
+    if exp is None:
+        return False
+    open_runs = track.unfinished_trials(uri, exp)
+    alive: dict[str, bool] = {}
+    for t in trials:
+        o = open_runs.get(t.config_hash)
+        if o is None or o["diverged"] or o["status"] in TERMINAL or not o["parent"]:
+            return False
+        if o["parent"] not in alive:
+            alive[o["parent"]] = track.driver_alive(uri, o["parent"], LIVE_S)
+        if not alive[o["parent"]]:
+            return False
+    return True
 
 
 def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:

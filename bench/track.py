@@ -45,6 +45,10 @@ class TrackingError(BenchError):
 class TrackingUnavailable(TrackingError):
     """The store stayed unreachable or busy for the whole retry budget; the message names it."""
 
+
+class RunEnded(TrackingError):
+    """A worker was handed a run its driver has already ended."""
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
@@ -507,6 +511,10 @@ class TrialTracker:
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
         self.c = client(uri)
+        status = retry(self.c.get_run, run_id).info.status
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            # Its driver ended it (Ctrl-C, `bench stop`) as this worker started: do not make it RUNNING again.
+            raise RunEnded(f"run {run_id} was ended {status} by its bench run before this trial started")
         retry(self.c.update_run, run_id, status="RUNNING")
         self.logged: dict[str, int] = {}   # metric -> last step already in the run (a resumed trial)
 

@@ -222,6 +222,22 @@ def test_a_plan_held_by_a_live_driver_needs_no_ray_and_a_dead_ones_does(tmp_path
     assert track.run_status(uri, rid) == status                           # ...later, by _claim; not here
 
 
+def test_a_worker_starting_on_a_run_its_driver_ended_leaves_it_ended(tmp_path):
+    from bench import track
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = track.ensure_experiment(uri, "scratch")
+    parent = track.start_parent(uri, exp, suite="scratch", profile="p", dataset="synthetic", argv=["test"],
+                                n_trials=1, n_skipped=0)
+    rid = track.create_trial_run(uri, exp, parent, _trial(epochs=1))
+    track.TrialTracker(uri, rid)                                      # SCHEDULED: the worker takes it
+    assert track.run_status(uri, rid) == "RUNNING"
+    track.end_run(uri, rid, "KILLED", "interrupted")
+    with pytest.raises(track.RunEnded, match="ended KILLED"):
+        track.TrialTracker(uri, rid)
+    assert track.run_status(uri, rid) == "KILLED"
+
+
 # ---- the whole path: Ray Tune, Lightning, MLflow ------------------------------------------------------------------
 
 
@@ -254,9 +270,11 @@ def test_interrupted_and_killed_drivers_resume_on_the_next_run(tmp_path):
         assert p.poll() is None, "the first driver ended before the second one had planned"
         assert all(r.info.status == "RUNNING" and not r.data.tags.get("bench.retries") for r in _runs(uri))
 
-        # Ctrl-C: one line, exit 130, every unfinished run KILLED.
+        # SIGTERM, what `bench stop` sends, ends a run like Ctrl-C (tests/test_until_decided.py sends that): one
+        # line, exit 130, every unfinished run KILLED. Before, the embedded Ray's own handler won: exit -6, runs
+        # left RUNNING.
         _wait(lambda: any(e >= 1 for e in _epochs_done(uri).values()), 240, "a first epoch")
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGTERM)
         code, out, err = _finish(p, 60)
         assert code == 130, out + err
         assert err.strip().count("\n") == 0 and "interrupted" in err

@@ -209,6 +209,8 @@ def test_until_decided_stops_early_and_survives_ctrl_c_and_kill_9(tmp_path, monk
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, out + err
+    # Interrupted as the wave's workers start: none may mark its run RUNNING after the driver ended it.
+    assert not [r.info.status for r in _trials(uri) if r.info.status in ("RUNNING", "SCHEDULED")]
     done1 = _finished(uri)
     assert {(c, s) for c, s, _ in done1.values()} >= {(c, s) for c in ("good", "bad") for s in (0, 1)}
 

@@ -355,9 +355,16 @@ def _slot(cfg: dict[str, Any]) -> dict[str, float]:
 
 
 def close(st: RunState) -> None:
-    """End whatever is still open: runs a dead trial left, and the parent."""
-    for rid in st.run_of.values():
-        if rid not in st.status and track.run_status(st.uri, rid) not in TERMINAL:
+    """End whatever is still open: runs a dead or interrupted trial left, and the parent. Where there are such
+    runs, Ray's workers are stopped first: a worker starting just then would mark its run RUNNING again after it
+    was ended (seen on Ctrl-C and `bench stop` as a trial's worker started)."""
+    left = [rid for rid in st.run_of.values() if rid not in st.status]
+    if left and st.cluster is not None:
+        from bench.run import ray_exec
+
+        ray_exec.shutdown(wait_workers=True)
+    for rid in left:
+        if track.run_status(st.uri, rid) not in TERMINAL:
             track.end_run(st.uri, rid, "KILLED", "interrupted; the next bench run resumes it from its checkpoint")
     if st.parent:
         ok = not st.summary.failed and len(st.status) >= len(st.todo)

@@ -25,6 +25,9 @@ from bench.net import unreachable
 PKG = Path(__file__).resolve().parent.parent          # the installed or checked-out `bench` package
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 PROBE_TIMEOUT_S = 3.0
+# Ray SIGKILLs a stopped job's driver 3 s after its SIGTERM by default. Ending its open runs through a busy
+# tracking server can take longer, and a driver killed first leaves them RUNNING until the next `bench run`.
+STOP_GRACE_S = 20
 
 
 class JobError(BenchError):
@@ -186,6 +189,7 @@ def submit(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | No
                                       # The job runs from a copy without .git: the runs carry our commit. An
                                       # authenticated server's credentials travel in the job's env, when set here.
                                       "env_vars": {"PYTHONUNBUFFERED": "1", "BENCH_GIT_COMMIT": git_commit(),
+                                                   "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S),
                                                    **credential_env()}})
         except Exception as e:  # noqa: BLE001
             raise JobError(f"submitting to {addr}: {_one_line(e)}") from None
@@ -264,7 +268,7 @@ def logs(job_id: str, address: str | None, follow_: bool) -> int:
     return 0
 
 
-def stop(job_id: str, address: str | None, wait_s: float = 30) -> str:
+def stop(job_id: str, address: str | None, wait_s: float = STOP_GRACE_S + 10) -> str:
     """Ask the job to stop (SIGTERM to `bench run`, which ends its open runs KILLED), and wait until it has."""
     c = client(address)
     info = _info(c, job_id)

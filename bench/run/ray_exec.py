@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import ray
 from ray import tune
 
@@ -47,6 +49,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         return ray.cluster_resources()
     if address and address != "auto":
         _probe(address)
+    # ray.init replaces SIGTERM's handler with sys.exit, and an embedded head's handler kills Ray's processes
+    # first: the driver then aborts (signal 6) before it has ended its open runs. `bench stop` sends SIGTERM.
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             # Ship the package to the cluster: nodes need bench's code, not this checkout. A Ray job (bench
@@ -66,6 +71,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
     except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cannot reach Ray cluster at {address or 'local'}: {msg}") from None
+    if callable(sigterm) and signal.getsignal(signal.SIGTERM) is not sigterm:
+        signal.signal(signal.SIGTERM, sigterm)
     return ray.cluster_resources()
 
 
@@ -81,9 +88,21 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         raise ClusterError(f"cannot reach Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def shutdown() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
+def shutdown(wait_workers: bool = False) -> None:
+    """Leave Ray; an embedded one stops. `wait_workers`: also wait (5 s at most, then SIGKILL) until this
+    process's own children, an embedded Ray's workers among them, are gone. Its raylet's end reaches them only
+    later, and a driver that ends the runs of an interrupted wave must know that no worker writes to them after."""
+    if not ray.is_initialized():
+        return
+    kids = psutil.Process().children(recursive=True) if wait_workers else []
+    ray.shutdown()
+    _, alive = psutil.wait_procs(kids, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 class _Progress(tune.Callback):

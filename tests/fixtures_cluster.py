@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from bench.procs import reap
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -64,18 +67,7 @@ def stop_trees(popens: list[subprocess.Popen], timeout: float = 5.0) -> None:
             procs += [root] + root.children(recursive=True)
         except psutil.NoSuchProcess:
             pass
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    reap(procs, timeout, signal.SIGTERM)
     for proc in popens:
         try:
             proc.wait(timeout=5)

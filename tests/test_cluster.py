@@ -303,7 +303,7 @@ def test_stop_mid_run_leaves_no_run_running(cl, tmp_path):
         time.sleep(1)
     assert runs and not [(r.info.run_name, r.info.status) for r in runs if r.info.status in ("RUNNING", "SCHEDULED")]
     assert any(r.info.status == "KILLED" for r in runs)
-    # Ray's own 3 s before SIGKILL was too short under load (a run left SCHEDULED): the job gives the driver more.
+    # Ray SIGKILLs a stopped job's driver 3 s after SIGTERM by default; the job gives it longer to end its runs.
     from ray.job_submission import JobSubmissionClient
 
     from bench.run.jobs import STOP_GRACE_S

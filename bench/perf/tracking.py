@@ -9,6 +9,7 @@ difference. No Ray, no training: only the tracking calls.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from bench import server, track
+from bench.procs import reap
 from bench.trials import Trial
 
 
@@ -68,14 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         up_s = time.perf_counter() - t0
         http_s = one_store(f"http://127.0.0.1:{port}", a.trials, a.epochs, a.metrics)
     finally:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        for p in psutil.wait_procs(procs, timeout=10)[1]:
-            p.kill()
+        reap([psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)], 10, signal.SIGTERM)
     print(f"{a.trials} trials x {a.epochs} epochs x {a.metrics} metrics; server up in {up_s:.1f} s")
     print(f"sqlite file : {sqlite_s:.3f} s per trial")
     print(f"http server : {http_s:.3f} s per trial ({http_s - sqlite_s:+.3f} s, {http_s / sqlite_s:.2f}x)")

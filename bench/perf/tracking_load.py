@@ -50,6 +50,7 @@ from typing import Any
 import psutil
 
 from bench import track
+from bench.procs import reap
 from bench.trials import Trial
 
 SUITE = "tracking_load"
@@ -198,18 +199,7 @@ class Server:
                 os.killpg(g, sig)
             except ProcessLookupError:
                 pass
-        for p in procs:
-            try:
-                p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=wait_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        reap(procs, wait_s, sig)
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

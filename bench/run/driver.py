@@ -182,23 +182,24 @@ def prepare(suite_ref: str, *, profile: str, dataset: str | None, seeds: int | N
                     max_failures=max_failures, cluster=cluster, embedded=address is None, node_types=node_types)
 
 
+def _held(uri: str, o: dict | None, alive: dict) -> bool:
+    """Whether an open trial run (from track.unfinished_trials) belongs to a live driver; `alive` caches the
+    answer per parent run."""
+    if o is None or o["diverged"] or o["status"] in TERMINAL:
+        return False
+    if o["parent"] not in alive:
+        alive[o["parent"]] = track.driver_alive(uri, o["parent"], LIVE_S)
+    return alive[o["parent"]]
+
+
 def _held_elsewhere(uri: str, suite: str, trials: list[Trial]) -> bool:
     """Whether every one of these trials has an open run under another live driver (read-only: ending a dead
     driver's runs is `_claim`'s job, once Ray is up)."""
     exp = track.existing_experiment(uri, suite)
     if exp is None:
         return False
-    open_runs = track.unfinished_trials(uri, exp)
-    alive: dict[str, bool] = {}
-    for t in trials:
-        o = open_runs.get(t.config_hash)
-        if o is None or o["diverged"] or o["status"] in TERMINAL or not o["parent"]:
-            return False
-        if o["parent"] not in alive:
-            alive[o["parent"]] = track.driver_alive(uri, o["parent"], LIVE_S)
-        if not alive[o["parent"]]:
-            return False
-    return True
+    open_runs, alive = track.unfinished_trials(uri, exp), {}
+    return all(_held(uri, open_runs.get(t.config_hash), alive) for t in trials)
 
 
 def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:
@@ -215,12 +216,10 @@ def _claim(st: RunState, trials: list[Trial]) -> list[Trial]:
         if o is not None and o["diverged"]:
             st.done[h] = (o["run_id"], "diverged")
             continue
+        if _held(st.uri, o, alive):
+            st.held.add(h)
+            continue
         if o is not None and o["status"] not in TERMINAL:
-            if o["parent"] not in alive:
-                alive[o["parent"]] = track.driver_alive(st.uri, o["parent"], LIVE_S)
-            if alive[o["parent"]]:
-                st.held.add(h)
-                continue
             track.end_run(st.uri, o["run_id"], "KILLED", "driver lost; a later bench run continues it")
         if t.teacher in st.held:
             st.held.add(h)

@@ -22,6 +22,7 @@ import ray
 from ray import tune
 
 from bench import BenchError
+from bench.procs import reap
 from bench.timeline import mark
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -96,13 +97,7 @@ def shutdown(wait_workers: bool = False) -> None:
         return
     kids = psutil.Process().children(recursive=True) if wait_workers else []
     ray.shutdown()
-    _, alive = psutil.wait_procs(kids, timeout=5)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    reap(kids, timeout=5)
 
 
 class _Progress(tune.Callback):
